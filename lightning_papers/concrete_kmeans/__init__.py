@@ -1,0 +1,30 @@
+"""Concrete k-means (Gao et al., ICASSP 2020): end-to-end deep k-means with a Gumbel-Softmax estimator.
+
+* :mod:`~lightning_papers.concrete_kmeans.core`: plain PyTorch (``ConcreteKMeans``, ``concrete_kmeans_loss``).
+"""
+
+from lightning_papers.concrete_kmeans.core import (
+    ConcreteKMeans,
+    ConcreteKMeansOutput,
+    concrete_kmeans_loss,
+    dec_soft_assignment,
+    dec_target_distribution,
+    gumbel_softmax_assignment,
+    kmeans,
+    kmeans_plusplus,
+    squared_distances,
+    temperature_at,
+)
+
+__all__ = [
+    "ConcreteKMeans",
+    "ConcreteKMeansOutput",
+    "concrete_kmeans_loss",
+    "dec_soft_assignment",
+    "dec_target_distribution",
+    "gumbel_softmax_assignment",
+    "kmeans",
+    "kmeans_plusplus",
+    "squared_distances",
+    "temperature_at",
+]

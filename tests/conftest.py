@@ -1,0 +1,42 @@
+"""Shared pytest settings: quiet Lightning, deterministic seeds, results written to tmp dirs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import warnings
+
+import pytest
+
+os.environ.setdefault("PYTHONHASHSEED", "0")
+ROOT = Path(__file__).resolve().parents[1]
+os.chdir(ROOT)  # configs are referenced relative to the repository root, as in the README
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", ".*litlogger.*")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+def quiet_trainer_kwargs(**overrides) -> dict:
+    """Trainer arguments for tests: CPU, no logger, no checkpoints, no progress bar."""
+    kwargs = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    kwargs.update(overrides)
+    return kwargs

@@ -1,6 +1,7 @@
 """Concrete k-means (Gao et al., ICASSP 2020): end-to-end deep k-means with a Gumbel-Softmax estimator.
 
 * :mod:`~lightning_papers.concrete_kmeans.core`: plain PyTorch (``ConcreteKMeans``, ``concrete_kmeans_loss``).
+* :mod:`~lightning_papers.concrete_kmeans.module`: ``DeepConcreteKMeans`` LightningModule.
 """
 
 from lightning_papers.concrete_kmeans.core import (
@@ -15,16 +16,20 @@ from lightning_papers.concrete_kmeans.core import (
     squared_distances,
     temperature_at,
 )
+from lightning_papers.concrete_kmeans.module import DeepConcreteKMeans, make_conv_autoencoder, make_mlp_autoencoder
 
 __all__ = [
     "ConcreteKMeans",
     "ConcreteKMeansOutput",
+    "DeepConcreteKMeans",
     "concrete_kmeans_loss",
     "dec_soft_assignment",
     "dec_target_distribution",
     "gumbel_softmax_assignment",
     "kmeans",
     "kmeans_plusplus",
+    "make_conv_autoencoder",
+    "make_mlp_autoencoder",
     "squared_distances",
     "temperature_at",
 ]

@@ -134,6 +134,11 @@ def _objective(z: Tensor, centroids: Tensor, dist: Tensor, assignments: Tensor, 
     raise ValueError(f"objective must be 'quantization' or 'distortion', got {objective!r}")
 
 
+def _total_scatter(z: Tensor) -> Tensor:
+    """Mean squared distance of the points to their mean (the total scatter per point), floored at 1e-8."""
+    return (z - z.mean(0, keepdim=True)).pow(2).sum(1).mean().clamp_min(1e-8)
+
+
 def concrete_kmeans_loss(
     z: Tensor,
     centroids: Tensor,
@@ -141,6 +146,7 @@ def concrete_kmeans_loss(
     hard: bool = True,
     objective: Objective = "quantization",
     logit_scale: float = 1.0,
+    normalize: bool = False,
     reduction: Literal["mean", "sum", "none"] = "mean",
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -158,6 +164,10 @@ def concrete_kmeans_loss(
         objective: ``"quantization"`` or ``"distortion"`` (identical for one-hot assignments).
         logit_scale: ``s`` > 0, multiplies the logits (the inverse scale of the Gumbel noise relative to the
             squared distances); 1 is the paper's choice.
+        normalize: make the loss scale-invariant (not in the paper): divide the distances in the logits
+            and the loss by the batch's total scatter ``T = mean_i ||z_i - mean(z)||^2`` (detached in the
+            logits), so the loss is the within / total scatter ratio and the encoder cannot lower it by
+            shrinking its features, and the Gumbel noise keeps the same size relative to the clusters.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-sample losses).
         generator: optional RNG for the Gumbel noise.
 
@@ -180,8 +190,12 @@ def concrete_kmeans_loss(
     if not logit_scale > 0:
         raise ValueError(f"logit_scale must be > 0, got {logit_scale!r}")
     dist = squared_distances(z, centroids)
-    assignments = gumbel_softmax_assignment(-logit_scale * dist, tau, hard, generator)
+    scale = _total_scatter(z) if normalize else None
+    logits = -logit_scale * (dist if scale is None else dist / scale.detach())
+    assignments = gumbel_softmax_assignment(logits, tau, hard, generator)
     per_sample = _objective(z, centroids, dist, assignments, objective)
+    if scale is not None:
+        per_sample = per_sample / scale
     if reduction == "none":
         return per_sample
     return per_sample.mean() if reduction == "mean" else per_sample.sum()
@@ -320,6 +334,7 @@ class ConcreteKMeans(nn.Module):
         hard: default estimator: straight-through one-hot (True) or relaxed (False).
         objective: ``"quantization"`` (``||z - a^T mu||^2``) or ``"distortion"`` (``sum_k a_k d_k``).
         logit_scale: multiplies the logits ``-||z - mu||^2`` (inverse Gumbel-noise scale).
+        normalize: scale-invariant loss and logits (see :func:`concrete_kmeans_loss`).
 
     Example::
 
@@ -338,6 +353,7 @@ class ConcreteKMeans(nn.Module):
         hard: bool = True,
         objective: Objective = "quantization",
         logit_scale: float = 1.0,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
@@ -348,7 +364,9 @@ class ConcreteKMeans(nn.Module):
             raise ValueError(f"objective must be 'quantization' or 'distortion', got {objective!r}")
         self.n_clusters, self.dim = int(n_clusters), int(dim)
         self.tau, self.hard, self.objective = _check_tau(tau), bool(hard), objective
-        self.logit_scale = float(logit_scale)
+        if not logit_scale > 0:
+            raise ValueError(f"logit_scale must be > 0, got {logit_scale!r}")
+        self.logit_scale, self.normalize = float(logit_scale), bool(normalize)
         self.centroids = nn.Parameter(torch.zeros(self.n_clusters, self.dim))
         # A buffer (not a Python bool) so "initialised" survives state_dict save / load.
         self.register_buffer("initialized", torch.tensor(False))
@@ -399,9 +417,12 @@ class ConcreteKMeans(nn.Module):
         tau = self.tau if tau is None else _check_tau(tau)
         hard = self.hard if hard is None else bool(hard)
         dist = squared_distances(z, self.centroids)
-        logits = -self.logit_scale * dist
+        scale = _total_scatter(z) if self.normalize else None
+        logits = -self.logit_scale * (dist if scale is None else dist / scale.detach())
         assignments = gumbel_softmax_assignment(logits, tau, hard, generator)
         loss = _objective(z, self.centroids, dist, assignments, self.objective).mean()
+        if scale is not None:
+            loss = loss / scale
         return ConcreteKMeansOutput(loss, assignments, logits)
 
     @torch.no_grad()
@@ -417,5 +438,5 @@ class ConcreteKMeans(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"n_clusters={self.n_clusters}, dim={self.dim}, tau={self.tau}, hard={self.hard}, "
-            f"objective={self.objective!r}, logit_scale={self.logit_scale}"
+            f"objective={self.objective!r}, logit_scale={self.logit_scale}, normalize={self.normalize}"
         )

@@ -4,6 +4,7 @@
 our CMA-ES search (``presets/robust.yaml``); the hand-designed robust baselines share its call signature.
 """
 
+from lightning_papers.taylor_loss.data import CIFAR10DataModule
 from lightning_papers.taylor_loss.loss import (
     GeneralizedCrossEntropy,
     MeanAbsoluteError,
@@ -15,6 +16,7 @@ from lightning_papers.taylor_loss.loss import (
     load_preset,
     taylor_loss,
 )
+from lightning_papers.taylor_loss.module import TaylorLossClassifier
 from lightning_papers.taylor_loss.search import (
     LossSearch,
     SearchResult,
@@ -25,6 +27,7 @@ from lightning_papers.taylor_loss.search import (
 )
 
 __all__ = [
+    "CIFAR10DataModule",
     "GeneralizedCrossEntropy",
     "LossSearch",
     "MeanAbsoluteError",
@@ -33,6 +36,7 @@ __all__ = [
     "SearchTask",
     "SymmetricCrossEntropy",
     "TaylorLoss",
+    "TaylorLossClassifier",
     "available_presets",
     "ce_taylor_coefficients",
     "load_preset",

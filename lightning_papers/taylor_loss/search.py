@@ -208,7 +208,7 @@ def train_and_evaluate(
         "test_acc": test_acc,
         "train_clean_acc": (pred_tr == data.y_train_clean).float().mean().item(),
         "memorized": memorized,
-        "final_loss": float(loss),
+        "final_loss": float(loss.detach()),
         "seconds": seconds,
         "seconds_per_epoch": seconds / epochs,
     }

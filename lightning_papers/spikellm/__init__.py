@@ -1,0 +1,46 @@
+"""SpikeLLM / Optimal Brain Spiking (arXiv 2407.04752): saliency-based GIF spiking quantization of LLMs.
+
+Plain PyTorch core (``GIFQuantizer``, ``SpikeLinear``, ``quantize``, ``perplexity``) plus a Lightning
+callback (``SpikeLLMQuantization``). ``transformers`` is imported only where a model is built or loaded.
+
+Example::
+
+    >>> from lightning_papers.spikellm import GIFQuantizer
+    >>> GIFQuantizer(bits=4, extra_bits=1).levels
+    31
+"""
+
+from lightning_papers.spikellm.config import SpikeLLMConfig
+from lightning_papers.spikellm.eval import perplexity
+from lightning_papers.spikellm.gif import GIFQuantizer, gif_levels, mixed_fake_quant
+from lightning_papers.spikellm.gptq import gptq_quantize
+from lightning_papers.spikellm.io import load_quantized, save_quantized
+from lightning_papers.spikellm.linear import SpikeLinear
+from lightning_papers.spikellm.quantize import QuantizationReport, find_decoder_layers, quantize, quantized_linears
+from lightning_papers.spikellm.saliency import SaliencyStats, hessian_scores, random_mask, select_salient
+from lightning_papers.spikellm.tiny import TINY_LLAMA, tiny_llama, train_tiny_llama
+from lightning_papers.spikellm.weight_quant import fake_quant_weight
+
+__all__ = [
+    "GIFQuantizer",
+    "QuantizationReport",
+    "SaliencyStats",
+    "SpikeLLMConfig",
+    "SpikeLinear",
+    "TINY_LLAMA",
+    "fake_quant_weight",
+    "find_decoder_layers",
+    "gif_levels",
+    "gptq_quantize",
+    "hessian_scores",
+    "load_quantized",
+    "mixed_fake_quant",
+    "perplexity",
+    "quantize",
+    "quantized_linears",
+    "random_mask",
+    "save_quantized",
+    "select_salient",
+    "tiny_llama",
+    "train_tiny_llama",
+]

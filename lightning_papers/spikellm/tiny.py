@@ -1,0 +1,97 @@
+"""The embedded tiny Llama (hidden 64, 2 layers, 4 heads, byte vocabulary) and a short CPU trainer.
+
+Used by the ``quantize`` subcommand (when no model path is given), the tests and the benchmark, so that
+quantization is evaluated on a model that has actually learned the bundled text (a random-init model's
+perplexity means nothing).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["TINY_LLAMA", "tiny_llama", "train_tiny_llama"]
+
+#: ``LlamaConfig`` keyword arguments of the embedded tiny model (same as ``CausalLM``'s defaults).
+TINY_LLAMA: dict[str, Any] = dict(
+    vocab_size=256, hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=False,
+)  # fmt: skip
+
+
+def tiny_llama(seed: int = 0, **overrides: Any) -> nn.Module:
+    """A freshly initialised tiny ``LlamaForCausalLM`` (eager attention, deterministic init)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(**{**TINY_LLAMA, **overrides})
+    cfg._attn_implementation = "eager"
+    return LlamaForCausalLM(cfg)
+
+
+def train_tiny_llama(
+    steps: int = 300,
+    seq_len: int = 64,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    seed: int = 0,
+    corpus: str = "pydoc",
+    tokens: torch.Tensor | None = None,
+    model: nn.Module | None = None,
+    progress: bool = False,
+) -> nn.Module:
+    """Train the tiny Llama on random windows of ``tokens`` (default: the bundled corpus's train split).
+
+    Plain PyTorch (AdamW, linear warmup then cosine decay) so it is fast on one CPU core.
+
+    Args:
+        steps: optimisation steps.
+        seq_len: window length.
+        batch_size: windows per step.
+        lr: peak learning rate.
+        seed: seed of the init and the window sampling.
+        corpus: bundled corpus when ``tokens`` is None.
+        tokens: a 1-D LongTensor to train on.
+        model: continue training this model instead of a fresh tiny one.
+        progress: show a tqdm bar.
+
+    Returns:
+        The trained model in eval mode.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if tokens is None:
+        from lightning_papers.data import TextDataModule
+
+        dm = TextDataModule(corpus=corpus, seq_len=seq_len, seed=seed)
+        tokens = dm.tokens("train")
+    model = model if model is not None else tiny_llama(seed)
+    model.train()
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.95))  # fmt: skip
+    warmup = max(1, steps // 10)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    gen = torch.Generator().manual_seed(seed)
+    from tqdm.auto import tqdm
+
+    for _ in tqdm(range(steps), desc="train tiny llama", disable=not progress):
+        starts = torch.randint(0, tokens.numel() - seq_len - 1, (batch_size,), generator=gen)
+        ids = torch.stack([tokens[s : s + seq_len] for s in starts.tolist()])
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    return model.eval()

@@ -92,10 +92,15 @@ def run(quick: bool = False, out_dir: Path | None = None) -> BenchReport:
     def m(setting, k):
         return float(np.mean(acc[(setting, k)]))
 
-    g1 = {ds: m(_setting_name(ds, "symmetric", 0.4), OURS) - m(_setting_name(ds, "symmetric", 0.4), "CE") for ds in DATASETS}
+    g1 = {
+        ds: m(_setting_name(ds, "symmetric", 0.4), OURS) - m(_setting_name(ds, "symmetric", 0.4), "CE")
+        for ds in DATASETS
+    }
     best_base = max(BASELINES, key=lambda k: avg[k])
     g2 = avg[OURS] - avg[best_base]
-    g3 = {ds: m(_setting_name(ds, None, 0.0), OURS) - m(_setting_name(ds, None, 0.0), "CE") for ds in DATASETS}
+    g3 = {
+        ds: m(_setting_name(ds, None, 0.0), OURS) - m(_setting_name(ds, None, 0.0), "CE") for ds in DATASETS
+    }
     ok1, ok2, ok3 = all(v >= 0.10 for v in g1.values()), g2 >= 0.0, all(v >= -0.01 for v in g3.values())
     goal_met = ok1 and ok2 and ok3
     preset = load_preset("robust")
@@ -110,7 +115,7 @@ and the initialisation). Every loss trains the same MLP (hidden {list(hidden)}, 
 noise uses the MNIST class map 7→1, 2→7, 5↔6, 3→8. Time per epoch is the training wall time per epoch divided by
 CE's on the same run, averaged over all runs ({total:.0f} s in total on one CPU thread).
 
-The shipped preset `robust` = {preset['coefficients']} (powers 1..{len(preset['coefficients'])} of 1 − p_y) was
+The shipped preset `robust` = {preset["coefficients"]} (powers 1..{len(preset["coefficients"])} of 1 − p_y) was
 found by **our own** CMA-ES search (`lightning-papers search-loss --config cli_configs/taylor_loss/search_digits.yaml`):
 fitness = clean-validation accuracy on digits and MNIST-1D (2,000 samples) at symmetric 20% and 60% noise, with
 split/noise/init seed 100 — different seeds and samples from this benchmark, but the same two data distributions,
@@ -118,14 +123,16 @@ so this is **not** a cross-dataset transfer test like the paper's. The paper's o
 to us. "Taylor-CE deg 4 (unsearched)" is CE's Taylor series cut at degree 4, to show what the search adds.
 
 Goals of issue 4 (this run):
-- TaylorLoss ≥ CE + 10 points at 40% symmetric noise: {yn(ok1)} ({', '.join(f'{k}: {v * 100:+.1f} pts' for k, v in g1.items())}).
+- TaylorLoss ≥ CE + 10 points at 40% symmetric noise: {yn(ok1)} ({", ".join(f"{k}: {v * 100:+.1f} pts" for k, v in g1.items())}).
 - TaylorLoss ≥ best hand-designed baseline on average over settings: {yn(ok2)} (TaylorLoss {avg[OURS]:.3f} vs best baseline {best_base} {avg[best_base]:.3f}, {g2 * 100:+.1f} pts).
-- No loss beyond 1 point at 0% noise vs CE: {yn(ok3)} ({', '.join(f'{k}: {v * 100:+.1f} pts' for k, v in g3.items())}).
+- No loss beyond 1 point at 0% noise vs CE: {yn(ok3)} ({", ".join(f"{k}: {v * 100:+.1f} pts" for k, v in g3.items())}).
 
 Paper reference (Gao et al., ICCV 2021): results are on CIFAR-10/100 and real-noise datasets with CNNs, not on
 these embedded datasets, so no number here is directly comparable."""
-    headline = (f"avg clean acc {avg[OURS]:.3f} vs best baseline {best_base} {avg[best_base]:.3f}; "
-                f"sym40 vs CE {', '.join(f'{k} {v * 100:+.1f}pt' for k, v in g1.items())}")
+    headline = (
+        f"avg clean acc {avg[OURS]:.3f} vs best baseline {best_base} {avg[best_base]:.3f}; "
+        f"sym40 vs CE {', '.join(f'{k} {v * 100:+.1f}pt' for k, v in g1.items())}"
+    )
     return BenchReport(
         name="taylor_loss",
         title="Evolved Taylor loss vs CE and robust losses under label noise (clean test accuracy)",

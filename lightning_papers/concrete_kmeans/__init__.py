@@ -2,6 +2,7 @@
 
 * :mod:`~lightning_papers.concrete_kmeans.core`: plain PyTorch (``ConcreteKMeans``, ``concrete_kmeans_loss``).
 * :mod:`~lightning_papers.concrete_kmeans.module`: ``DeepConcreteKMeans`` LightningModule.
+* :mod:`~lightning_papers.concrete_kmeans.estimator`: ``ConcreteKMeansClusterer`` (scikit-learn style).
 """
 
 from lightning_papers.concrete_kmeans.core import (
@@ -16,10 +17,12 @@ from lightning_papers.concrete_kmeans.core import (
     squared_distances,
     temperature_at,
 )
+from lightning_papers.concrete_kmeans.estimator import ConcreteKMeansClusterer
 from lightning_papers.concrete_kmeans.module import DeepConcreteKMeans, make_conv_autoencoder, make_mlp_autoencoder
 
 __all__ = [
     "ConcreteKMeans",
+    "ConcreteKMeansClusterer",
     "ConcreteKMeansOutput",
     "DeepConcreteKMeans",
     "concrete_kmeans_loss",

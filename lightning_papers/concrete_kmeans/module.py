@@ -288,17 +288,16 @@ class DeepConcreteKMeans(L.LightningModule):
         z = self.encode(x)
         recon = self._recon_loss(x, z)
         if not (self.in_phase_two and bool(self.clusterer.initialized)):
-            self.log("train/recon", recon, prog_bar=True)
-            self.log("train/loss", recon)
+            self.log_dict({"train/recon": recon, "train/loss": recon})
             return recon
         if self.hparams.variant == "concrete":
             n_batches = max(int(self.trainer.num_training_batches), 1) if self._trainer is not None else 1
-            progress = self.current_epoch - self.hparams.pretrain_epochs + batch_idx / n_batches
+            progress = self.current_epoch - self.hparams.pretrain_epochs + (batch_idx + 1) / n_batches
             self.tau = self.temperature(progress)
             self.log("train/tau", self.tau)
         cluster = self._cluster_loss(z)
         loss = self.hparams.recon_weight * recon + self.hparams.cluster_weight * cluster
-        self.log_dict({"train/recon": recon, "train/cluster": cluster, "train/loss": loss}, prog_bar=False)
+        self.log_dict({"train/recon": recon, "train/cluster": cluster, "train/loss": loss})
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:

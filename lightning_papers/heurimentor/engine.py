@@ -20,13 +20,21 @@ state is global (identical on every rank), so it loads on any world size.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import lightning.pytorch as L
 import torch
 
-from lightning_papers.heurimentor.events import CheckpointEvent, PlateauEvent, RollbackEvent, SkipEvent, SpikeEvent, get_bus
+from lightning_papers.heurimentor.events import (
+    CheckpointEvent,
+    PlateauEvent,
+    RollbackEvent,
+    SkipEvent,
+    SpikeEvent,
+    get_bus,
+)
 
 __all__ = ["AdaptiveTrainingEngine", "clone_state"]
 
@@ -97,6 +105,7 @@ class AdaptiveTrainingEngine(L.Callback):
         self.snapshot: dict[str, Any] | None = None
         self._skip_current = False
         self._skipped_this_batch = False
+        self._pending_excluded = False
         self._rollback_reason: str | None = None
         self._trainer: L.Trainer | None = None
         self._wrapped: set[int] = set()
@@ -137,16 +146,25 @@ class AdaptiveTrainingEngine(L.Callback):
         original = opt.step
         engine = self
 
+        @functools.wraps(original)  # keeps the LR scheduler's step-tracking marker
         def step(closure=None, **kwargs):
             # the closure runs forward/backward and the monitor's all-reduced decision (on_before_optimizer_step)
             loss = closure() if closure is not None else None
             if engine._skip_current:
                 engine._skip_current = False
                 engine._skipped_this_batch = True
+                engine._publish_skip()
                 return loss
             return original(closure=(lambda: loss) if closure is not None else None, **kwargs)
 
         opt.step = step
+
+    def _publish_skip(self) -> None:
+        tsm = self._monitor()
+        step = tsm.step if tsm is not None else self._trainer.global_step
+        reason = "excluded data" if self._pending_excluded else "spike"
+        self.skipped_steps.append(step)
+        get_bus(self._trainer).publish(SkipEvent(step=step, tokens=tsm.tokens if tsm else 0, reason=reason))
 
     def _wrap_scheduler_step(self, pl_module: L.LightningModule) -> None:
         if getattr(pl_module, "_hm_sched_wrapped", False):
@@ -195,6 +213,7 @@ class AdaptiveTrainingEngine(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._skipped_this_batch = False
         self._skip_current = False
+        self._pending_excluded = False
         dmu = self._dmu()
         if dmu is not None and isinstance(batch, Mapping) and "positions" in batch:
             # a batch prefetched before a rollback may hold excluded positions: do not learn from it
@@ -202,15 +221,10 @@ class AdaptiveTrainingEngine(L.Callback):
             pos = batch["positions"].tolist()
             if any(a <= p < b for p in pos for a, b in ranges):
                 self._skip_current = True
-                self._pending_excluded = True
+                self._pending_excluded = True  # all ranks agree: exclusions are global state
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        bus = get_bus(trainer)
         tsm = self._monitor()
-        if self._skipped_this_batch:
-            reason = "excluded data" if getattr(self, "_pending_excluded", False) else "spike"
-            self.skipped_steps.append(trainer.global_step)
-            bus.publish(SkipEvent(step=trainer.global_step, tokens=tsm.tokens, reason=reason))
         self._pending_excluded = False
         if self._rollback_reason is not None:
             reason, self._rollback_reason = self._rollback_reason, None
@@ -224,7 +238,7 @@ class AdaptiveTrainingEngine(L.Callback):
         """Keep an in-memory copy of the good state (each rank keeps its own shards)."""
         tsm, dmu = self._monitor(), self._dmu()
         self.snapshot = {
-            "step": trainer.global_step,
+            "step": trainer.global_step,  # the next step to run from this state
             "params": [p.detach().clone() for p in pl_module.parameters()],
             "buffers": [b.detach().clone() for b in pl_module.buffers()],
             "optimizers": [clone_state(opt.state_dict()) for opt in trainer.optimizers],
@@ -261,11 +275,11 @@ class AdaptiveTrainingEngine(L.Callback):
             if self.exclude_on_rollback and stop > start:
                 dmu.exclude_range(start, stop)
                 excluded = (start, stop)
-        self.rollback_log.append({"step": trainer.global_step, "to_step": snap["step"], "excluded": excluded, "reason": reason})
+        self.rollback_log.append({"step": tsm.step, "to_step": snap["step"], "excluded": excluded, "reason": reason})
         if len(self.rollback_log) >= self.max_rollbacks:
             tsm.rebaseline()
         get_bus(trainer).publish(
-            RollbackEvent(step=trainer.global_step, tokens=tsm.tokens, to_step=snap["step"], excluded=excluded, reason=reason)
+            RollbackEvent(step=tsm.step, tokens=tsm.tokens, to_step=snap["step"], excluded=excluded, reason=reason)
         )
 
     # ---------------------------------------------------------------- state

@@ -450,6 +450,11 @@ class MixtureSampler(DistributedSampler):
             yield self.next_round()[self.rank]
 
     # ---------------------------------------------------------------- state
+    def stage_at(self, position: int) -> int:
+        """Stage index in force at the start of the round at ``position`` (live stage if not kept)."""
+        snap = self._snapshots.get(position)
+        return snap.stage if snap is not None else self._s.stage
+
     def next_round_after(self, position: int) -> int:
         """Start of the round that follows the round containing ``position`` (where training resumes)."""
         keys = list(self._snapshots)
@@ -672,7 +677,12 @@ class MixtureDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.sampler is not None:
             return
-        from lightning_papers.heurimentor.data import WindowDataset, builtin_source_text, load_text_files, make_windows
+        from lightning_papers.heurimentor.data import (
+            WindowDataset,
+            builtin_source_text,
+            load_text_files,
+            make_windows,
+        )
 
         for i, name in enumerate(self.source_names):
             if name in self._user_datasets:

@@ -315,6 +315,8 @@ class TrainingStateMonitor(L.Callback):
         heldout_every: evaluate held-out per-source loss every N steps (0: off).
         trajectory_every: record std-over-layers curves every N steps (0: only when a checkpoint is saved).
         source_ema: EMA factor of the per-source training loss.
+        blame_threshold: at a spike, blame the source whose loss rose most above its running mean, if that
+            relative rise is at least this (published as ``StepEvent.culprit``).
         log_dir: where ``heurimentor.log`` and ``heurimentor_dashboard.png`` go (default: the trainer's log dir).
         dashboard: write the PNG dashboard at the end of fit.
         log_metrics: also ``pl_module.log`` the monitored values under ``hm/``.
@@ -334,6 +336,7 @@ class TrainingStateMonitor(L.Callback):
         heldout_every: int = 0,
         trajectory_every: int = 0,
         source_ema: float = 0.9,
+        blame_threshold: float = 0.2,
         log_dir: str | None = None,
         dashboard: bool = True,
         log_metrics: bool = True,
@@ -351,6 +354,8 @@ class TrainingStateMonitor(L.Callback):
             raise ValueError(f"source_ema must be in [0, 1), got {source_ema}")
         self.plateau = PlateauDetector(plateau_window, plateau_tolerance, plateau_smoothing) if plateau_window else None
         self.heldout_every, self.trajectory_every, self.source_ema = heldout_every, trajectory_every, source_ema
+        self.blame_threshold = blame_threshold
+        self.step = 0  # index of the current optimizer step (trainer.global_step when its batch started)
         self.log_dir, self.dashboard, self.log_metrics = log_dir, dashboard, log_metrics
         self.source_names: list[str] = []
         self.history: dict[str, list] = {
@@ -412,6 +417,7 @@ class TrainingStateMonitor(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._micro_losses = []
         self._skipped_now = False
+        self.step = trainer.global_step
         ids = batch.get("input_ids") if isinstance(batch, Mapping) else None
         self._step_tokens = int(ids.numel()) if isinstance(ids, torch.Tensor) else 0
 
@@ -444,7 +450,7 @@ class TrainingStateMonitor(L.Callback):
         if spike:
             self._bus.publish(
                 SpikeEvent(
-                    step=trainer.global_step, tokens=self.tokens, loss=local_loss, reference=reference,
+                    step=self.step, tokens=self.tokens, loss=local_loss, reference=reference,
                     detectors=fired or ["non_finite"], consecutive=self.consecutive, non_finite=non_finite,
                 )
             )
@@ -460,14 +466,16 @@ class TrainingStateMonitor(L.Callback):
             value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float("nan")
             red = _all_reduce_sum(trainer, [value, float(self._step_tokens)])
             pending = {"loss": red[0] / max(1, trainer.world_size), "grad_norm": float("nan"), "tokens": red[1], "spike": False}
-        step = trainer.global_step
+        step = self.step
         if not self._skipped_now:
             self.tokens += int(pending["tokens"])
         source_loss = self._source_losses(trainer, outputs, batch)
         culprit = None
         if pending["spike"] and source_loss:
-            rise = {k: v - self.source_loss_ema.get(k, v) for k, v in source_loss.items()}
-            culprit = max(rise, key=rise.get)
+            rise = {k: (v - self.source_loss_ema[k]) / max(abs(self.source_loss_ema[k]), 1e-12)
+                    for k, v in source_loss.items() if k in self.source_loss_ema}
+            if rise and max(rise.values()) >= self.blame_threshold:
+                culprit = max(rise, key=rise.get)
         if not pending["spike"]:
             for k, v in source_loss.items():
                 old = self.source_loss_ema.get(k)
@@ -528,8 +536,8 @@ class TrainingStateMonitor(L.Callback):
             batch = {k: v.to(pl_module.device) for k, v in batch.items()}
             losses[name] = float(pl_module.per_sample_loss(batch).mean())
         pl_module.train(was_training)
-        self.heldout_history.append((trainer.global_step, self.tokens, losses))
-        self._bus.publish(HeldOutEvent(step=trainer.global_step, tokens=self.tokens, losses=losses))
+        self.heldout_history.append((self.step, self.tokens, losses))
+        self._bus.publish(HeldOutEvent(step=self.step, tokens=self.tokens, losses=losses))
         return losses
 
     def record_trajectory(self, pl_module: torch.nn.Module, tokens: int | None = None) -> dict[str, float]:
@@ -540,7 +548,7 @@ class TrainingStateMonitor(L.Callback):
         if self.trajectory and tokens > self.trajectory[-1][1]:
             dist = trajectory_distances(self.trajectory[-1][2], self.trajectory[-1][1], curves, tokens)
             self.trajectory_dist.append((tokens, dist))
-        step = getattr(getattr(pl_module, "trainer", None), "global_step", 0) if isinstance(pl_module, L.LightningModule) and pl_module._trainer else 0
+        step = self.step
         if not self.trajectory or tokens > self.trajectory[-1][1]:
             self.trajectory.append((step, tokens, curves))
         return dist
@@ -630,6 +638,7 @@ class TrainingStateMonitor(L.Callback):
             "detectors": {d.name: d.state_dict() for d in self.detectors},
             "plateau": self.plateau.state_dict() if self.plateau else None,
             "tokens": self.tokens,
+            "step": self.step,
             "consecutive": self.consecutive,
             "source_loss_ema": dict(self.source_loss_ema),
             "source_names": list(self.source_names),
@@ -648,6 +657,7 @@ class TrainingStateMonitor(L.Callback):
         if self.plateau is not None and state_dict.get("plateau") is not None:
             self.plateau.load_state_dict(state_dict["plateau"])
         self.tokens, self.consecutive = int(state_dict["tokens"]), int(state_dict["consecutive"])
+        self.step = int(state_dict.get("step", 0))
         self.source_loss_ema = dict(state_dict["source_loss_ema"])
         self.source_names = list(state_dict["source_names"]) or self.source_names
         self.history = {k: list(v) for k, v in state_dict["history"].items()}

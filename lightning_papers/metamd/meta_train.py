@@ -77,6 +77,46 @@ def _md_step(m: MirrorMap, params: Sequence[Tensor], grads: Sequence[Tensor], sl
     return [m.h_inverse(m.h(p, s) - lr * g, s) for p, g, s in zip(params, grads, slots)]
 
 
+def _unroll(
+    mirror_map: MirrorMap,
+    task: FunctionalTask,
+    unroll_steps: int,
+    lr: float,
+    second_order: bool,
+    warm_start_steps: int,
+) -> tuple[Tensor, Tensor, dict[str, float]]:
+    if unroll_steps < 1:
+        raise ValueError(f"unroll_steps must be >= 1, got {unroll_steps}")
+    if task.reference is None:
+        raise ValueError("task.reference (θ*) is missing; compute it with reference_solution(task)")
+    slots = mirror_map.assign(task.params)
+    theta = [p.detach().clone() for p in task.params]
+    for _ in range(warm_start_steps):
+        th = [p.requires_grad_(True) for p in theta]
+        grads = torch.autograd.grad(task.loss(th), th)
+        with torch.no_grad():
+            theta = [q.detach() for q in _md_step(mirror_map, th, grads, slots, lr)]
+    theta = [p.detach().requires_grad_(True) for p in theta]
+    total = sum(_bregman64(mirror_map, r, p, s) for r, p, s in zip(task.reference, theta, slots))
+    losses: list[Tensor] = []
+    loss = task.loss(theta)
+    first = float(loss.detach())
+    for _ in range(unroll_steps):
+        grads = torch.autograd.grad(loss, theta, create_graph=second_order)
+        new = _md_step(mirror_map, theta, grads, slots, lr)
+        total = total + sum(_bregman64(mirror_map, x, y, s) for x, y, s in zip(theta, new, slots))
+        theta = new
+        loss = task.loss(theta)
+        losses.append(loss)
+    with torch.no_grad():
+        ref = float(task.loss(task.reference))
+    bound = total / (lr * unroll_steps)
+    mean_loss = torch.stack(losses).mean()
+    seen = [first, *(float(v.detach()) for v in losses[:-1])]
+    stats = {"final_loss": float(losses[-1].detach()), "regret": sum(seen) / len(seen) - ref, "reference_loss": ref}
+    return bound, mean_loss, stats
+
+
 def unrolled_regret_bound(
     mirror_map: MirrorMap,
     task: FunctionalTask,
@@ -89,37 +129,12 @@ def unrolled_regret_bound(
 
     ``warm_start_steps`` steps are first taken without gradient tracking, so the unrolled window can sit
     later in training (truncated unrolling); ``θ_1`` of the bound is the window's first point.
+    ``stats``: ``final_loss``, ``regret`` (realised ``mean_t f(θ_t) − f(θ*)``), ``reference_loss``.
 
     Raises:
         ValueError: the task has no reference solution, or ``unroll_steps < 1``.
     """
-    if unroll_steps < 1:
-        raise ValueError(f"unroll_steps must be >= 1, got {unroll_steps}")
-    if task.reference is None:
-        raise ValueError("task.reference (θ*) is missing; compute it with reference_solution(task)")
-    slots = mirror_map.assign(task.params)
-    theta = [p.detach().clone() for p in task.params]
-    if warm_start_steps > 0:
-        for _ in range(warm_start_steps):
-            th = [p.requires_grad_(True) for p in theta]
-            grads = torch.autograd.grad(task.loss(th), th)
-            with torch.no_grad():
-                theta = [q.detach() for q in _md_step(mirror_map, th, grads, slots, lr)]
-    theta = [p.detach().requires_grad_(True) for p in theta]
-    total = sum(_bregman64(mirror_map, r, p, s) for r, p, s in zip(task.reference, theta, slots))
-    losses = []
-    for _ in range(unroll_steps):
-        loss = task.loss(theta)
-        losses.append(float(loss))
-        grads = torch.autograd.grad(loss, theta, create_graph=second_order)
-        new = _md_step(mirror_map, theta, grads, slots, lr)
-        total = total + sum(_bregman64(mirror_map, x, y, s) for x, y, s in zip(theta, new, slots))
-        theta = new
-    with torch.no_grad():
-        final = float(task.loss(theta))
-        ref = float(task.loss(task.reference))
-    bound = total / (lr * unroll_steps)
-    stats = {"final_loss": final, "regret": sum(losses) / len(losses) - ref, "reference_loss": ref}
+    bound, _, stats = _unroll(mirror_map, task, unroll_steps, lr, second_order, warm_start_steps)
     return bound, stats
 
 
@@ -147,6 +162,7 @@ def meta_train(
     reference_steps: int = 300,
     reference_lr: float = 0.01,
     grad_clip: float = 1.0,
+    objective: str = "regret_bound",
     seed: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 20,
@@ -177,6 +193,8 @@ def meta_train(
         reference_steps: Adam steps for each task's reference solution ``θ*``.
         reference_lr: Adam learning rate for the reference solution.
         grad_clip: max norm of the meta-gradient (0 disables).
+        objective: ``"regret_bound"`` (the paper's: log of the bound ``B``) or ``"loss"`` (ablation: log of
+            the mean training loss after each unrolled step, the usual learned-optimiser objective).
         seed: seed of the task draws.
         checkpoint_dir: directory for ``metamd_meta_train.pt`` (written every ``checkpoint_every`` steps).
         checkpoint_every: meta-steps between checkpoints.
@@ -205,6 +223,8 @@ def meta_train(
     for name, val in {"lr": lr, "meta_lr": meta_lr, "reference_lr": reference_lr}.items():
         if not val > 0:
             raise ValueError(f"{name} must be > 0, got {val!r}")
+    if objective not in ("regret_bound", "loss"):
+        raise ValueError(f"objective must be 'regret_bound' or 'loss', got {objective!r}")
     if max_warm_start < 0 or reference_steps < 0:
         raise ValueError("max_warm_start and reference_steps must be >= 0")
     if mirror_map is None:
@@ -245,12 +265,12 @@ def meta_train(
         meta_opt.zero_grad()
         objs, finals, regrets = [], [], []
         for k, w in zip(ks, warms):
-            bound, stats = unrolled_regret_bound(mirror_map, get_task(k), unroll_steps, lr, second_order, w)
-            obj = torch.log(bound) / len(ks)
+            bound, mean_loss, stats = _unroll(mirror_map, get_task(k), unroll_steps, lr, second_order, w)
+            obj = torch.log(bound if objective == "regret_bound" else mean_loss) / len(ks)
             if not torch.isfinite(obj):
                 continue  # a diverged trajectory contributes no (meaningless) gradient
             obj.backward()
-            objs.append(float(obj) * len(ks))
+            objs.append(float(obj.detach()) * len(ks))
             finals.append(stats["final_loss"])
             regrets.append(stats["regret"])
         grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in mirror_map.parameters())
@@ -281,7 +301,7 @@ def meta_train(
         "trained_by": "lightning_papers.metamd.meta_train",
         "meta_steps": meta_steps, "tasks_per_step": tasks_per_step, "unroll_steps": unroll_steps,
         "max_warm_start": max_warm_start, "lr": lr, "meta_lr": meta_lr, "second_order": second_order,
-        "task_pool": task_pool, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
+        "task_pool": task_pool, "seed": seed, "objective": objective, "seconds": round(time.perf_counter() - t0, 1),
         "objective_first": history[0]["objective"] if history else None,
         "objective_last": history[-1]["objective"] if history else None,
     }

@@ -105,15 +105,26 @@ def solve_inverse(
         bg = beta * gamma
         m = d + torch.clamp(bg, max=0).sum(-1)
         big_m = d + torch.clamp(bg, min=0).sum(-1)
-        x = u / big_m if x0 is None else x0.clone()
+        # residuals below rounding of the terms of h cannot be improved: tolerance scales with them
+        scale = tol * (1.0 + u.abs() + beta.abs().sum())
+        x = u / big_m if x0 is None else x0
         hx, hp = _h_and_prime(x, d, beta, gamma)
         r = hx - u
+        if x0 is not None:
+            # fast path: from a warm start next to the root plain Newton converges in 1–2 steps
+            xs, rs, hps = x, r, hp
+            for _ in range(min(3, max_iter)):
+                if bool((rs.abs() <= scale).all()):  # (NaN residuals fail this and fall through)
+                    return xs
+                xs = xs - rs / hps
+                hxs, hps = _h_and_prime(xs, d, beta, gamma)
+                rs = hxs - u
+            if bool((rs.abs() <= scale).all()):
+                return xs
         a = x - r / m
         b = x - r / big_m
         lo = torch.minimum(a, b)
         hi = torch.maximum(a, b)
-        # residuals below rounding of the terms of h cannot be improved: tolerance scales with them
-        scale = tol * (1.0 + u.abs() + beta.abs().sum())
         for _ in range(max_iter):
             if not bool((r.abs() > scale).any()):
                 break

@@ -52,7 +52,9 @@ def save_quantized(model: nn.Module, path: str | Path) -> Path:
             seen[key] = k
         unique[k] = v.clone()
     save_file(unique, str(out / STATE_FILE))
-    meta = {"config": config.to_dict(), "linears": sorted(linears), "model_class": type(model).__name__}
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    meta = {"config": config.to_dict(), "linears": sorted(linears), "model_class": type(model).__name__,
+            "attn_implementation": attn}  # fmt: skip
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return out
 
@@ -72,7 +74,9 @@ def load_quantized(path: str | Path, device: str | torch.device = "cpu") -> nn.M
     meta = json.loads((root / CONFIG_FILE).read_text(encoding="utf-8"))
     config = SpikeLLMConfig.from_dict(meta["config"])
     hf_config = AutoConfig.from_pretrained(str(root), local_files_only=True)
-    model = AutoModelForCausalLM.from_config(hf_config)
+    # the same attention kernel as when saved, so outputs are bit-identical
+    attn = meta.get("attn_implementation")
+    model = AutoModelForCausalLM.from_config(hf_config, **({"attn_implementation": attn} if attn else {}))
     for name in meta["linears"]:
         lin = model.get_submodule(name)
         sl = SpikeLinear.from_linear(lin, config)

@@ -127,7 +127,7 @@ def omniquant_layer(
                     with torch.no_grad():
                         for s in params_let:
                             s.clamp_(min=1e-5)
-                    total += float(loss)
+                    total += float(loss.detach())
                 losses.append(total / max(1, len(inputs)))
     finally:
         for p in frozen:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TINY_LLAMA", "tiny_llama", "train_tiny_llama"]
+__all__ = ["TINY_LLAMA", "plant_outliers", "tiny_llama", "train_tiny_llama"]
 
 #: ``LlamaConfig`` keyword arguments of the embedded tiny model (same as ``CausalLM``'s defaults).
 TINY_LLAMA: dict[str, Any] = dict(
@@ -95,3 +95,34 @@ def train_tiny_llama(
         opt.step()
         sched.step()
     return model.eval()
+
+
+@torch.no_grad()
+def plant_outliers(
+    model: nn.Module,
+    factor: float = 20.0,
+    attn_channels: tuple[int, ...] = (3, 17, 40),
+    mlp_channels: tuple[int, ...] = (5, 29),
+) -> nn.Module:
+    """Create activation-outlier channels in a Llama model *without changing its function*.
+
+    Multiplies the RMSNorm gains of a few channels by ``factor`` and divides the matching input columns
+    of the linears that read them (``q/k/v`` and ``gate/up``) by ``factor``: the inverse of a SmoothQuant
+    transform. Full-precision outputs are unchanged up to rounding, but the linears' inputs now have the
+    few large channels that trained LLMs have and a 2-layer toy model does not develop.
+
+    Returns:
+        ``model`` (modified in place).
+    """
+    if factor <= 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    for layer in model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        groups = ((layer.input_layernorm, (attn.q_proj, attn.k_proj, attn.v_proj), list(attn_channels)),
+                  (layer.post_attention_layernorm, (mlp.gate_proj, mlp.up_proj), list(mlp_channels)))  # fmt: skip
+        for norm, linears, channels in groups:
+            if channels:
+                norm.weight[channels] *= factor
+                for lin in linears:
+                    lin.weight[:, channels] /= factor
+    return model

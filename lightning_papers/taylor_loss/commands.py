@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Sequence
 
 from lightning_papers.taylor_loss.search import DATASETS, LossSearch, SearchResult, default_tasks
 
@@ -23,7 +24,9 @@ def parse_noise(spec: str) -> tuple[str | None, float]:
         return None, 0.0
     kind, sep, rate = text.partition(":")
     if not sep or kind not in ("symmetric", "asymmetric", "pairflip"):
-        raise ValueError(f"noise spec must look like 'symmetric:0.4' (or asymmetric/pairflip, or 'clean'), got {spec!r}")
+        raise ValueError(
+            f"noise spec must look like 'symmetric:0.4' (or asymmetric/pairflip, or 'clean'), got {spec!r}"
+        )
     try:
         value = float(rate)
     except ValueError as err:
@@ -35,10 +38,10 @@ def parse_noise(spec: str) -> tuple[str | None, float]:
 
 def search_loss(
     out_dir: str = "runs/taylor_loss_search",
-    datasets: list[str] = list(DATASETS),
-    noise: list[str] = ["symmetric:0.2", "symmetric:0.6"],
-    hidden: list[list[int]] = [[128]],
-    task_seeds: list[int] = [100],
+    datasets: Sequence[str] = DATASETS,
+    noise: Sequence[str] = ("symmetric:0.2", "symmetric:0.6"),
+    hidden: Sequence[Sequence[int]] = ((128,),),
+    task_seeds: Sequence[int] = (100,),
     mnist1d_samples: int = 2000,
     degree: int = 4,
     other_degree: int = 0,
@@ -93,10 +96,24 @@ def search_loss(
         seeds=task_seeds,
         n_samples=mnist1d_samples,
     )
-    command = "lightning-papers search-loss " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None
+    command = (
+        "lightning-papers search-loss " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if len(sys.argv) > 1
+        else None
+    )
     search = LossSearch(
-        tasks, out_dir=out_dir, degree=degree, other_degree=other_degree, popsize=popsize, sigma0=sigma0,
-        seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, workers=workers, command=command,
+        tasks,
+        out_dir=out_dir,
+        degree=degree,
+        other_degree=other_degree,
+        popsize=popsize,
+        sigma0=sigma0,
+        seed=seed,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        workers=workers,
+        command=command,
     )
     result = search.run(generations=generations, resume=resume, progress=progress)
     if preset_out:

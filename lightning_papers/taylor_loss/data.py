@@ -64,9 +64,16 @@ class CIFAR10DataModule(ArrayDataModule):
         noise_seed: int | None = None,
         num_workers: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, val_fraction=val_fraction, test_fraction=0.0, seed=seed,
-                         noise_type=noise_type, noise_rate=noise_rate, noise_seed=noise_seed,
-                         num_workers=num_workers)
+        super().__init__(
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            test_fraction=0.0,
+            seed=seed,
+            noise_type=noise_type,
+            noise_rate=noise_rate,
+            noise_seed=noise_seed,
+            num_workers=num_workers,
+        )
         if max_train_samples is not None and max_train_samples < 1:
             raise ValueError(f"max_train_samples must be None or >= 1, got {max_train_samples}")
         self.root, self.max_train_samples, self.normalize = root, max_train_samples, normalize

@@ -85,7 +85,9 @@ def _flatten_inputs(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.T
         )
     if target.numel() and (bool((target < 0).any()) or bool((target >= num_classes).any())):
         lo, hi = int(target.min()), int(target.max())
-        raise ValueError(f"target values must lie in [0, {num_classes - 1}] (C={num_classes}), got range [{lo}, {hi}]")
+        raise ValueError(
+            f"target values must lie in [0, {num_classes - 1}] (C={num_classes}), got range [{lo}, {hi}]"
+        )
     if logits.dim() > 2:  # (N, C, d1, ...) -> (N*d1*..., C), as CrossEntropyLoss does for dense prediction
         logits = logits.movedim(1, -1).reshape(-1, num_classes)
         target = target.reshape(-1)
@@ -101,7 +103,9 @@ def _reduce(per_sample: torch.Tensor, reduction: str, shape: tuple) -> torch.Ten
     return per_sample.reshape(shape)
 
 
-def _target_and_rest(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _target_and_rest(
+    logits: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(p, p_y, u)`` with ``u = Σ_{j≠y} p_j`` summed directly (accurate even when ``p_y`` rounds to 1)."""
     p = torch.softmax(logits, dim=-1)
     onehot = F.one_hot(target, logits.shape[-1]).to(p.dtype)
@@ -221,8 +225,12 @@ def load_preset(preset: str | Path) -> dict[str, Any]:
     name = str(preset)
     if name.startswith("ce") and name[2:].isdigit():
         degree = int(name[2:])
-        return {"name": name, "coefficients": ce_taylor_coefficients(degree), "other_coefficients": [],
-                "source": f"cross-entropy's Taylor series truncated at degree {degree}"}
+        return {
+            "name": name,
+            "coefficients": ce_taylor_coefficients(degree),
+            "other_coefficients": [],
+            "source": f"cross-entropy's Taylor series truncated at degree {degree}",
+        }
     path = Path(name).expanduser()
     if path.suffix not in (".yaml", ".yml"):
         path = PRESET_DIR / f"{name}.yaml"
@@ -277,7 +285,9 @@ class TaylorLoss(nn.Module):
             raise ValueError("give either `coefficients` or `preset`, not both")
         if coefficients is None:
             if other_coefficients:
-                raise ValueError("`other_coefficients` needs explicit `coefficients` (a preset carries its own)")
+                raise ValueError(
+                    "`other_coefficients` needs explicit `coefficients` (a preset carries its own)"
+                )
             data = load_preset(preset or DEFAULT_PRESET)
             coefficients, other_coefficients = data["coefficients"], data.get("other_coefficients") or []
             self.preset = str(data.get("name", preset or DEFAULT_PRESET))
@@ -295,14 +305,19 @@ class TaylorLoss(nn.Module):
         return int(self.coefficients.numel())
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return taylor_loss(logits, target, self.coefficients.double(), self.other_coefficients.double(),
-                           self.reduction)
+        return taylor_loss(
+            logits, target, self.coefficients.double(), self.other_coefficients.double(), self.reduction
+        )
 
     def extra_repr(self) -> str:
         c = ", ".join(f"{v:.4g}" for v in self.coefficients.tolist())
         text = f"coefficients=[{c}]"
         if self.other_coefficients.numel():
-            text += ", other_coefficients=[" + ", ".join(f"{v:.4g}" for v in self.other_coefficients.tolist()) + "]"
+            text += (
+                ", other_coefficients=["
+                + ", ".join(f"{v:.4g}" for v in self.other_coefficients.tolist())
+                + "]"
+            )
         if self.preset:
             text += f", preset={self.preset!r}"
         return text + f", reduction={self.reduction!r}"
@@ -402,8 +417,9 @@ class SymmetricCrossEntropy(_Criterion):
         True
     """
 
-    def __init__(self, alpha: float = 0.1, beta: float = 1.0, log_zero: float = math.log(1e-4),
-                 reduction: str = "mean") -> None:
+    def __init__(
+        self, alpha: float = 0.1, beta: float = 1.0, log_zero: float = math.log(1e-4), reduction: str = "mean"
+    ) -> None:
         super().__init__(reduction)
         if alpha < 0 or beta < 0 or alpha + beta == 0:
             raise ValueError(f"alpha and beta must be >= 0 and not both 0, got alpha={alpha}, beta={beta}")
@@ -433,8 +449,9 @@ class NCEandRCE(_Criterion):
         0.25
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = 1.0, log_zero: float = math.log(1e-4),
-                 reduction: str = "mean") -> None:
+    def __init__(
+        self, alpha: float = 1.0, beta: float = 1.0, log_zero: float = math.log(1e-4), reduction: str = "mean"
+    ) -> None:
         super().__init__(reduction)
         if alpha < 0 or beta < 0 or alpha + beta == 0:
             raise ValueError(f"alpha and beta must be >= 0 and not both 0, got alpha={alpha}, beta={beta}")

@@ -43,5 +43,9 @@ class TaylorLossClassifier(Classifier):
         optimizer: OptimizerCallable = torch.optim.Adam,
         num_classes: int = 10,
     ) -> None:
-        super().__init__(net=net, criterion=criterion if criterion is not None else TaylorLoss(),
-                         optimizer=optimizer, num_classes=num_classes)
+        super().__init__(
+            net=net,
+            criterion=criterion if criterion is not None else TaylorLoss(),
+            optimizer=optimizer,
+            num_classes=num_classes,
+        )

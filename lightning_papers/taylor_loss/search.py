@@ -77,7 +77,9 @@ class SearchTask:
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
         if self.noise_type not in (None, "symmetric", "asymmetric", "pairflip"):
-            raise ValueError(f"noise_type must be None, 'symmetric', 'asymmetric' or 'pairflip', got {self.noise_type!r}")
+            raise ValueError(
+                f"noise_type must be None, 'symmetric', 'asymmetric' or 'pairflip', got {self.noise_type!r}"
+            )
         if not 0.0 <= self.noise_rate < 1.0:
             raise ValueError(f"noise_rate must be in [0, 1), got {self.noise_rate}")
         if not self.hidden or any(int(h) < 1 for h in self.hidden):
@@ -86,7 +88,11 @@ class SearchTask:
 
     @property
     def label(self) -> str:
-        noise = "clean" if not self.noise_rate else f"{(self.noise_type or '')[:3]}{int(round(self.noise_rate * 100))}"
+        noise = (
+            "clean"
+            if not self.noise_rate
+            else f"{(self.noise_type or '')[:3]}{int(round(self.noise_rate * 100))}"
+        )
         return f"{self.dataset}/{noise}/mlp{'x'.join(map(str, self.hidden))}/s{self.seed}"
 
 
@@ -117,8 +123,11 @@ def load_task_data(task: SearchTask) -> TaskData:
     """
     from lightning_papers.data import DigitsDataModule, MNIST1DDataModule
 
-    kwargs = dict(seed=task.seed, noise_type=task.noise_type if task.noise_rate > 0 else None,
-                  noise_rate=task.noise_rate)
+    kwargs = dict(
+        seed=task.seed,
+        noise_type=task.noise_type if task.noise_rate > 0 else None,
+        noise_rate=task.noise_rate,
+    )
     if task.dataset == "digits":
         dm = DigitsDataModule(**kwargs)
     else:
@@ -130,8 +139,16 @@ def load_task_data(task: SearchTask) -> TaskData:
     x_te, y_te = dm.arrays("test")
     x_tr, x_va, x_te = (t.reshape(t.shape[0], -1).float() for t in (x_tr, x_va, x_te))
     mu, sd = x_tr.mean(0), x_tr.std(0).clamp_min(1e-3)
-    return TaskData((x_tr - mu) / sd, y_noisy.long(), y_clean.long(), (x_va - mu) / sd, y_va.long(),
-                    (x_te - mu) / sd, y_te.long(), int(dm.num_classes))
+    return TaskData(
+        (x_tr - mu) / sd,
+        y_noisy.long(),
+        y_clean.long(),
+        (x_va - mu) / sd,
+        y_va.long(),
+        (x_te - mu) / sd,
+        y_te.long(),
+        int(dm.num_classes),
+    )
 
 
 def _mlp(in_features: int, hidden: Sequence[int], num_classes: int) -> nn.Module:
@@ -199,10 +216,18 @@ def train_and_evaluate(
     net.eval()
     with torch.no_grad():
         pred_tr = net(data.x_train).argmax(-1)
-        val_acc = (net(data.x_val).argmax(-1) == data.y_val).float().mean().item() if len(data.y_val) else math.nan
-        test_acc = (net(data.x_test).argmax(-1) == data.y_test).float().mean().item() if len(data.y_test) else math.nan
+        val_acc = (
+            (net(data.x_val).argmax(-1) == data.y_val).float().mean().item() if len(data.y_val) else math.nan
+        )
+        test_acc = (
+            (net(data.x_test).argmax(-1) == data.y_test).float().mean().item()
+            if len(data.y_test)
+            else math.nan
+        )
     flipped = data.y_train != data.y_train_clean
-    memorized = (pred_tr[flipped] == data.y_train[flipped]).float().mean().item() if bool(flipped.any()) else math.nan
+    memorized = (
+        (pred_tr[flipped] == data.y_train[flipped]).float().mean().item() if bool(flipped.any()) else math.nan
+    )
     return {
         "val_acc": val_acc,
         "test_acc": test_acc,
@@ -264,10 +289,16 @@ class SearchResult:
 
     def __str__(self) -> str:
         c = ", ".join(f"{v:.4f}" for v in self.coefficients)
-        return (f"best fitness {self.fitness:.4f} after {self.generations} generations "
-                f"({self.evaluations} candidates): coefficients [{c}]"
-                + (f", other [{', '.join(f'{v:.4f}' for v in self.other_coefficients)}]" if self.other_coefficients else "")
-                + (f"\npreset written to {self.preset_path}" if self.preset_path else ""))
+        return (
+            f"best fitness {self.fitness:.4f} after {self.generations} generations "
+            f"({self.evaluations} candidates): coefficients [{c}]"
+            + (
+                f", other [{', '.join(f'{v:.4f}' for v in self.other_coefficients)}]"
+                if self.other_coefficients
+                else ""
+            )
+            + (f"\npreset written to {self.preset_path}" if self.preset_path else "")
+        )
 
 
 def default_tasks(
@@ -280,7 +311,10 @@ def default_tasks(
     """The grid product datasets × noise × architectures × seeds as :class:`SearchTask` objects."""
     return [
         SearchTask(ds, nt, float(nr), tuple(h), int(s), n_samples)
-        for ds in datasets for nt, nr in noise for h in hidden for s in seeds
+        for ds in datasets
+        for nt, nr in noise
+        for h in hidden
+        for s in seeds
     ]
 
 
@@ -332,7 +366,9 @@ class LossSearch:
             if not isinstance(t, SearchTask):
                 raise TypeError(f"tasks must be SearchTask objects, got {type(t).__name__}")
         if degree < 1 or other_degree < 0:
-            raise ValueError(f"need degree >= 1 and other_degree >= 0, got degree={degree}, other_degree={other_degree}")
+            raise ValueError(
+                f"need degree >= 1 and other_degree >= 0, got degree={degree}, other_degree={other_degree}"
+            )
         if popsize < 2:
             raise ValueError(f"popsize must be >= 2, got {popsize}")
         if not sigma0 > 0:
@@ -348,7 +384,9 @@ class LossSearch:
         self.workers = int(workers)
         dim = self.degree + self.other_degree
         if x0 is None:
-            x0 = list(np.asarray(ce_taylor_coefficients(self.degree)) / sum(ce_taylor_coefficients(self.degree)))
+            x0 = list(
+                np.asarray(ce_taylor_coefficients(self.degree)) / sum(ce_taylor_coefficients(self.degree))
+            )
             x0 += [0.0] * self.other_degree
         if len(x0) != dim:
             raise ValueError(f"x0 must have degree + other_degree = {dim} entries, got {len(x0)}")
@@ -372,8 +410,13 @@ class LossSearch:
         """Everything that determines the search's results (checked on resume)."""
         return {
             "tasks": [dataclasses.asdict(t) | {"hidden": list(t.hidden)} for t in self.tasks],
-            "degree": self.degree, "other_degree": self.other_degree, "popsize": self.popsize,
-            "sigma0": self.sigma0, "seed": self.seed, "x0": self.x0, **self.train_kwargs,
+            "degree": self.degree,
+            "other_degree": self.other_degree,
+            "popsize": self.popsize,
+            "sigma0": self.sigma0,
+            "seed": self.seed,
+            "x0": self.x0,
+            **self.train_kwargs,
         }
 
     def _save_state(self, state: dict[str, Any]) -> None:
@@ -420,8 +463,13 @@ class LossSearch:
         return self._score_all([x], None)[0]
 
     # -- main loop --------------------------------------------------------------------------------
-    def run(self, generations: int = 20, resume: bool = True, progress: bool = True,
-            callback: Callable[[int, dict[str, Any]], None] | None = None) -> SearchResult:
+    def run(
+        self,
+        generations: int = 20,
+        resume: bool = True,
+        progress: bool = True,
+        callback: Callable[[int, dict[str, Any]], None] | None = None,
+    ) -> SearchResult:
         """Run (or continue) the search until ``generations`` generations are done in total.
 
         Args:
@@ -446,19 +494,35 @@ class LossSearch:
                 self.log_path.unlink()
             np.random.seed(self.seed)  # cma samples from numpy's global RNG; we keep our own copy of it
             es = cma.CMAEvolutionStrategy(
-                self.x0, self.sigma0,
+                self.x0,
+                self.sigma0,
                 {"seed": self.seed, "popsize": self.popsize, "verbose": -9, "verb_disp": 0, "verb_log": 0},
             )
-            state = {"config": self.config(), "es": es, "np_state": np.random.get_state(), "generation": 0,
-                     "history": [], "best_x": list(self.x0), "best_fitness": -math.inf, "evaluations": 0}
+            state = {
+                "config": self.config(),
+                "es": es,
+                "np_state": np.random.get_state(),
+                "generation": 0,
+                "history": [],
+                "best_x": list(self.x0),
+                "best_fitness": -math.inf,
+                "evaluations": 0,
+            }
         es = state["es"]
         pool = None
         if self.workers > 0:
             import multiprocessing as mp
 
-            pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
-        bar = tqdm(total=generations, initial=min(state["generation"], generations), disable=not progress,
-                   desc="CMA-ES generations", unit="gen")
+            pool = ProcessPoolExecutor(
+                self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init
+            )
+        bar = tqdm(
+            total=generations,
+            initial=min(state["generation"], generations),
+            disable=not progress,
+            desc="CMA-ES generations",
+            unit="gen",
+        )
         try:
             while state["generation"] < generations and not es.stop():
                 t0 = time.perf_counter()
@@ -469,25 +533,41 @@ class LossSearch:
                 es.tell(xs, [-f for f in fitness])  # cma minimises
                 gen_best = int(np.argmax(fitness))
                 if fitness[gen_best] > state["best_fitness"]:
-                    state["best_fitness"], state["best_x"] = fitness[gen_best], [float(v) for v in xs[gen_best]]
+                    state["best_fitness"], state["best_x"] = (
+                        fitness[gen_best],
+                        [float(v) for v in xs[gen_best]],
+                    )
                 state["generation"] += 1
                 state["evaluations"] += len(xs)
                 c, d = vector_to_coefficients(state["best_x"], self.degree)
                 record = {
-                    "generation": state["generation"], "gen_best_fitness": fitness[gen_best],
-                    "gen_mean_fitness": float(np.mean(fitness)), "best_fitness": state["best_fitness"],
-                    "best_coefficients": c, "best_other_coefficients": d, "sigma": float(es.sigma),
+                    "generation": state["generation"],
+                    "gen_best_fitness": fitness[gen_best],
+                    "gen_mean_fitness": float(np.mean(fitness)),
+                    "best_fitness": state["best_fitness"],
+                    "best_coefficients": c,
+                    "best_other_coefficients": d,
+                    # the distribution mean: a less noise-biased pick than the best single evaluation
+                    "mean_coefficients": vector_to_coefficients(es.mean, self.degree)[0],
+                    "sigma": float(es.sigma),
                     "seconds": time.perf_counter() - t0,
                 }
                 state["history"].append(record)
                 self._save_state(state)
                 with self.log_path.open("a", encoding="utf-8") as fh:
                     fh.write(json.dumps(record) + "\n")
-                log.info("generation %d: best %.4f (gen best %.4f, mean %.4f), sigma %.3g",
-                         record["generation"], record["best_fitness"], record["gen_best_fitness"],
-                         record["gen_mean_fitness"], record["sigma"])
+                log.info(
+                    "generation %d: best %.4f (gen best %.4f, mean %.4f), sigma %.3g",
+                    record["generation"],
+                    record["best_fitness"],
+                    record["gen_best_fitness"],
+                    record["gen_mean_fitness"],
+                    record["sigma"],
+                )
                 bar.update(1)
-                bar.set_postfix(best=f"{state['best_fitness']:.4f}", gen_mean=f"{record['gen_mean_fitness']:.4f}")
+                bar.set_postfix(
+                    best=f"{state['best_fitness']:.4f}", gen_mean=f"{record['gen_mean_fitness']:.4f}"
+                )
                 if callback is not None:
                     callback(state["generation"], record)
         finally:
@@ -496,12 +576,20 @@ class LossSearch:
                 pool.shutdown()
             np.random.set_state(user_np_state)
         c, d = vector_to_coefficients(state["best_x"], self.degree)
-        result = SearchResult(c, d, float(state["best_fitness"]), state["generation"], state["evaluations"],
-                              list(state["history"]))
+        result = SearchResult(
+            c,
+            d,
+            float(state["best_fitness"]),
+            state["generation"],
+            state["evaluations"],
+            list(state["history"]),
+        )
         result.preset_path = str(self.write_preset(result))
         return result
 
-    def write_preset(self, result: SearchResult, path: str | Path | None = None, name: str = "searched") -> Path:
+    def write_preset(
+        self, result: SearchResult, path: str | Path | None = None, name: str = "searched"
+    ) -> Path:
         """Write ``result`` as a YAML preset (coefficients + provenance) loadable by ``TaylorLoss(preset=path)``."""
         import yaml
 

@@ -68,12 +68,20 @@ def test_taylor_matches_reference_formula_with_other_terms():
     for i, t in enumerate(y.tolist()):
         u = 1.0 - p[i, t]
         s = sum(p[i, j] ** 2 for j in range(6) if j != t)
-        ref.append(sum(ck * u ** (k + 1) for k, ck in enumerate(c)) + sum(dm * s ** (m + 1) for m, dm in enumerate(d)))
+        ref.append(
+            sum(ck * u ** (k + 1) for k, ck in enumerate(c))
+            + sum(dm * s ** (m + 1) for m, dm in enumerate(d))
+        )
     got = TaylorLoss(coefficients=c, other_coefficients=d, reduction="none")(logits, y)
     np.testing.assert_allclose(got.numpy(), np.array(ref), rtol=1e-5, atol=1e-6)
-    assert math.isclose(float(TaylorLoss(coefficients=c, other_coefficients=d)(logits, y)), float(np.mean(ref)), rel_tol=1e-5)
-    assert math.isclose(float(TaylorLoss(coefficients=c, other_coefficients=d, reduction="sum")(logits, y)),
-                        float(np.sum(ref)), rel_tol=1e-5)
+    assert math.isclose(
+        float(TaylorLoss(coefficients=c, other_coefficients=d)(logits, y)), float(np.mean(ref)), rel_tol=1e-5
+    )
+    assert math.isclose(
+        float(TaylorLoss(coefficients=c, other_coefficients=d, reduction="sum")(logits, y)),
+        float(np.sum(ref)),
+        rel_tol=1e-5,
+    )
 
 
 def test_baselines_match_independent_formulas():
@@ -83,15 +91,19 @@ def test_baselines_match_independent_formulas():
     onehot = np.eye(10)[y.numpy()]
     log_zero = np.log(1e-4)
     # MAE: sum |p - onehot|
-    np.testing.assert_allclose(MeanAbsoluteError(reduction="none")(logits, y).numpy(), np.abs(p - onehot).sum(1), rtol=1e-5)
+    np.testing.assert_allclose(
+        MeanAbsoluteError(reduction="none")(logits, y).numpy(), np.abs(p - onehot).sum(1), rtol=1e-5
+    )
     # GCE: (1 - p_y^q)/q
-    np.testing.assert_allclose(GeneralizedCrossEntropy(0.7, reduction="none")(logits, y).numpy(), (1 - py**0.7) / 0.7,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        GeneralizedCrossEntropy(0.7, reduction="none")(logits, y).numpy(), (1 - py**0.7) / 0.7, rtol=1e-5
+    )
     # RCE: -sum_j p_j log(clip(onehot, 1e-4, 1))
     rce = -(p * np.log(np.clip(onehot, 1e-4, 1.0))).sum(1)
     ce = -np.log(py)
-    np.testing.assert_allclose(SymmetricCrossEntropy(0.1, 1.0, reduction="none")(logits, y).numpy(), 0.1 * ce + rce,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        SymmetricCrossEntropy(0.1, 1.0, reduction="none")(logits, y).numpy(), 0.1 * ce + rce, rtol=1e-5
+    )
     # NCE: -log p_y / -sum_j log p_j
     nce = np.log(py) / np.log(p).sum(1)
     np.testing.assert_allclose(NCEandRCE(1.0, 1.0, reduction="none")(logits, y).numpy(), nce + rce, rtol=1e-5)
@@ -114,7 +126,8 @@ ALL_CRITERIA = [
 def test_finite_loss_and_gradients_for_extreme_logits(make, dtype):
     big = 6e4 if dtype == torch.float16 else 1e4
     logits = torch.tensor(
-        [[big, -big, 0.0], [-big, big, 0.0], [big, big, -big], [0.0, 0.0, 0.0], [-big, -big, -big]], dtype=dtype
+        [[big, -big, 0.0], [-big, big, 0.0], [big, big, -big], [0.0, 0.0, 0.0], [-big, -big, -big]],
+        dtype=dtype,
     ).requires_grad_(True)
     y = torch.tensor([1, 1, 2, 0, 2])  # includes confidently wrong samples
     loss = make()(logits, y)
@@ -140,7 +153,10 @@ def test_dense_inputs_match_flattened():
     assert per.shape == (2, 3, 4)
     flat = crit(logits.movedim(1, -1).reshape(-1, 5), y.reshape(-1))
     assert torch.allclose(per.reshape(-1), flat)
-    assert torch.allclose(GeneralizedCrossEntropy()(logits, y), GeneralizedCrossEntropy()(logits.movedim(1, -1).reshape(-1, 5), y.reshape(-1)))
+    assert torch.allclose(
+        GeneralizedCrossEntropy()(logits, y),
+        GeneralizedCrossEntropy()(logits.movedim(1, -1).reshape(-1, 5), y.reshape(-1)),
+    )
 
 
 def test_default_preset_is_shipped_with_provenance():
@@ -161,7 +177,9 @@ def test_preset_from_yaml_path(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("coefficients: [0.5, 0.25]\nother_coefficients: [0.1]\nsource: test\n")
     crit = TaylorLoss(preset=str(path))
-    assert crit.coefficients.tolist() == [0.5, 0.25] and crit.other_coefficients.tolist() == pytest.approx([0.1])
+    assert crit.coefficients.tolist() == [0.5, 0.25] and crit.other_coefficients.tolist() == pytest.approx(
+        [0.1]
+    )
     logits, y = _batch(4, 3)
     assert torch.allclose(crit(logits, y), taylor_loss(logits, y, [0.5, 0.25], [0.1]))
 

@@ -15,8 +15,14 @@ from lightning_papers.taylor_loss.module import TaylorLossClassifier
 
 
 def _trainer(epochs):
-    return L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False)
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
 
 
 def test_classifier_trains_with_taylor_loss_and_logs_memorisation():
@@ -56,8 +62,14 @@ def test_cifar10_loader_reads_pickle_batches(tmp_path):
     d1, _ = _write_batch(folder / "data_batch_1", 40, 0)
     _write_batch(folder / "data_batch_2", 40, 1)
     dt, lt = _write_batch(folder / "test_batch", 20, 2)
-    dm = CIFAR10DataModule(root=str(tmp_path), val_fraction=0.25, noise_type="symmetric", noise_rate=0.5,
-                           batch_size=8, normalize=False)
+    dm = CIFAR10DataModule(
+        root=str(tmp_path),
+        val_fraction=0.25,
+        noise_type="symmetric",
+        noise_rate=0.5,
+        batch_size=8,
+        normalize=False,
+    )
     dm.setup()
     assert len(dm.train_dataset) == 60 and len(dm.val_dataset) == 20 and len(dm.test_dataset) == 20
     assert dm.input_shape == (3, 32, 32) and dm.num_classes == 10
@@ -67,7 +79,7 @@ def test_cifar10_loader_reads_pickle_batches(tmp_path):
     assert float(dm.noisy_mask.float().mean()) == pytest.approx(0.5)
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
-    small = CIFAR10DataModule(root=str(folder), max_train_samples=30, val_fraction=0.2)
+    small = CIFAR10DataModule(root=str(folder), max_train_samples=30, val_fraction=0.4)
     small.setup()
     assert len(small.train_dataset) + len(small.val_dataset) == 30
     assert abs(float(small.train_dataset.tensors[0].mean())) < 2.0  # normalised

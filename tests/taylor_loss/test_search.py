@@ -20,8 +20,9 @@ KW = dict(degree=2, popsize=3, epochs=4, sigma0=0.4, seed=7)
 
 
 def _run(out, generations, workers=0, resume=True, callback=None):
-    return LossSearch(TINY, out_dir=out, workers=workers, **KW).run(generations, resume=resume, progress=False,
-                                                                     callback=callback)
+    return LossSearch(TINY, out_dir=out, workers=workers, **KW).run(
+        generations, resume=resume, progress=False, callback=callback
+    )
 
 
 def test_search_is_deterministic_for_a_seed(tmp_path):
@@ -100,10 +101,36 @@ def test_search_loss_cli(tmp_path):
     from lightning_papers.cli import main
 
     preset = tmp_path / "p.yaml"
-    main(["search-loss", "--out_dir", str(tmp_path / "cli"), "--datasets", "[digits]", "--noise", "[symmetric:0.4]",
-          "--hidden", "[[8]]", "--degree", "2", "--generations", "1", "--popsize", "2", "--epochs", "3",
-          "--workers", "0", "--progress", "false", "--preset_out", str(preset)])
+    main(
+        [
+            "search-loss",
+            "--out_dir",
+            str(tmp_path / "cli"),
+            "--datasets",
+            "[digits]",
+            "--noise",
+            "[symmetric:0.4]",
+            "--hidden",
+            "[[8]]",
+            "--degree",
+            "2",
+            "--generations",
+            "1",
+            "--popsize",
+            "2",
+            "--epochs",
+            "3",
+            "--workers",
+            "0",
+            "--progress",
+            "false",
+            "--preset_out",
+            str(preset),
+        ]
+    )
     assert TaylorLoss(preset=str(preset)).degree == 2
     with pytest.raises(SystemExit):
-        main(["search-loss", "--noise", "[gaussian:0.1]", "--out_dir", str(tmp_path / "bad"), "--workers", "0"])
+        main(
+            ["search-loss", "--noise", "[gaussian:0.1]", "--out_dir", str(tmp_path / "bad"), "--workers", "0"]
+        )
     torch.manual_seed(0)

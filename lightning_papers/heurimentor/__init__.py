@@ -1,0 +1,82 @@
+"""HeuriMentor (Aquila2, arXiv 2408.07410): Training State Monitor, Adaptive Training Engine and Data
+Management Unit as Lightning callbacks, plus the Aquila2 architecture trained with FSDP2.
+
+Example::
+
+    >>> from lightning_papers.heurimentor import Stage, MixtureSampler
+    >>> s = MixtureSampler({"web": 10, "code": 10}, [Stage({"web": 0.7, "code": 0.3})])
+    >>> next(iter(s)).position
+    0
+"""
+
+from lightning_papers.heurimentor.aquila2 import AQUILA2_SIZES, AQUILA2_TRAINING, Aquila2LM, aquila2_config
+from lightning_papers.heurimentor.dmu import DataManagementUnit, EXP3Policy
+from lightning_papers.heurimentor.engine import AdaptiveTrainingEngine
+from lightning_papers.heurimentor.events import (
+    CheckpointEvent,
+    Event,
+    EventBus,
+    HeldOutEvent,
+    PlateauEvent,
+    RollbackEvent,
+    SkipEvent,
+    SpikeEvent,
+    StageChangeEvent,
+    StepEvent,
+    WeightsChangeEvent,
+    get_bus,
+)
+from lightning_papers.heurimentor.mixture import (
+    DEFAULT_STAGES,
+    Draw,
+    MixtureDataModule,
+    MixtureDataset,
+    MixtureSampler,
+    Stage,
+)
+from lightning_papers.heurimentor.monitor import (
+    PlateauDetector,
+    RelativeSpikeDetector,
+    RollingMeanSpikeDetector,
+    SpikeDetector,
+    TrainingStateMonitor,
+    ZScoreSpikeDetector,
+)
+from lightning_papers.heurimentor.trajectory import discrete_frechet, layer_std_curves, trajectory_distances
+
+__all__ = [
+    "AQUILA2_SIZES",
+    "AQUILA2_TRAINING",
+    "DEFAULT_STAGES",
+    "AdaptiveTrainingEngine",
+    "Aquila2LM",
+    "CheckpointEvent",
+    "DataManagementUnit",
+    "Draw",
+    "EXP3Policy",
+    "Event",
+    "EventBus",
+    "HeldOutEvent",
+    "MixtureDataModule",
+    "MixtureDataset",
+    "MixtureSampler",
+    "PlateauDetector",
+    "PlateauEvent",
+    "RelativeSpikeDetector",
+    "RollbackEvent",
+    "RollingMeanSpikeDetector",
+    "SkipEvent",
+    "SpikeDetector",
+    "SpikeEvent",
+    "Stage",
+    "StageChangeEvent",
+    "StepEvent",
+    "TrainingStateMonitor",
+    "WeightsChangeEvent",
+    "ZScoreSpikeDetector",
+    "aquila2_config",
+    "discrete_frechet",
+    "get_bus",
+    "layer_std_curves",
+    "trajectory_distances",
+]

@@ -1,0 +1,111 @@
+"""DeepConcreteKMeans: phases, centroid init, temperature schedule, logging, predict, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+
+import lightning.pytorch as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning_papers.concrete_kmeans import DeepConcreteKMeans, kmeans
+from lightning_papers.data import ArrayDataModule
+
+
+def _dm(batch_size=50):
+    x, y = make_blobs(300, n_features=8, centers=3, cluster_std=1.0, random_state=1)
+    return ArrayDataModule.from_arrays(x.astype(np.float32), y, batch_size=batch_size, val_fraction=0.2,
+                                       test_fraction=0.2, seed=0)
+
+
+def _trainer(epochs, **kw):
+    return L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **kw)
+
+
+def _model(**kw):
+    params = dict(n_clusters=3, in_features=8, latent_dim=3, hidden=(16,), pretrain_epochs=4, lr=5e-3,
+                  tau_start=1.0, tau_end=0.05, objective="distortion", normalize=True, logit_scale=10.0)
+    params.update(kw)
+    return DeepConcreteKMeans(**params)
+
+
+@pytest.mark.slow
+def test_two_phases_init_logging_and_predict():
+    L.seed_everything(0)
+    dm = _dm()
+    model = _model()
+    trainer = _trainer(8)
+    trainer.fit(model, dm)
+    m = trainer.callback_metrics
+    for key in ("val/nmi", "val/ari", "val/acc", "val/kmeans_objective", "train/cluster", "train/tau"):
+        assert key in m, key
+    assert float(m["val/nmi"]) > 0.9 and float(m["val/acc"]) > 0.9
+    assert float(m["train/tau"]) == pytest.approx(0.05, rel=0.15)  # annealed to tau_end
+    assert bool(model.clusterer.initialized)
+    preds = torch.cat(trainer.predict(model, dm.predict_dataloader()))
+    assert preds.dtype == torch.long and preds.shape == (len(dm.test_dataset),)
+    assert set(preds.unique().tolist()) <= {0, 1, 2}
+
+
+def test_centroids_initialised_by_kmeans_at_phase_two_then_trained():
+    L.seed_everything(0)
+    dm = _dm()
+    model = _model(pretrain_epochs=2)
+    seen = {}
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 2 and batch_idx == 0:  # before the first phase-2 update
+                seen["init"] = pl_module.clusterer.centroids.detach().clone()
+                seen["z"], _ = pl_module.embed_loader(dm.train_dataloader())
+
+    _trainer(4, callbacks=[Spy()], limit_val_batches=0).fit(model, dm)
+    z = seen["z"]
+    # The initial centroids are a Lloyd fixed point of the pretrained features with the best inertia.
+    lloyd_step, _, inertia = kmeans(z, 3, init=seen["init"], max_iter=1)
+    torch.testing.assert_close(lloyd_step, seen["init"], atol=1e-4, rtol=1e-4)
+    assert inertia <= kmeans(z, 3, n_init=10, seed=1)[2] * 1.001
+    assert not torch.allclose(model.clusterer.centroids.detach(), seen["init"])  # phase 2 moved them
+
+
+def test_recon_improves_during_pretraining_and_two_step_inits_at_fit_end():
+    L.seed_everything(0)
+    dm = _dm()
+    model = _model(pretrain_epochs=20)
+    dm.setup()
+    x = dm.train_dataset.tensors[0]
+    with torch.no_grad():
+        before = torch.nn.functional.mse_loss(model.decoder(model.encode(x)), x)
+    _trainer(15, limit_val_batches=0).fit(model, dm)  # pretrain_epochs > max_epochs: two-step
+    with torch.no_grad():
+        after = torch.nn.functional.mse_loss(model.decoder(model.encode(x)), x)
+    assert after < 0.5 * before
+    assert bool(model.clusterer.initialized)  # k-means on the final features at fit end
+
+
+@pytest.mark.slow
+def test_dec_variant_and_checkpoint_resume(tmp_path):
+    L.seed_everything(0)
+    model = _model(variant="dec", pretrain_epochs=1)
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+                        callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    trainer.fit(model, _dm())
+    restored = DeepConcreteKMeans.load_from_checkpoint(tmp_path / "last.ckpt")
+    assert bool(restored.clusterer.initialized)
+    torch.testing.assert_close(restored.clusterer.centroids, model.clusterer.centroids)
+
+
+def test_conv_autoencoder_and_bad_arguments():
+    model = DeepConcreteKMeans(n_clusters=2, architecture="conv", input_shape=(1, 8, 8), latent_dim=4)
+    assert model.encode(torch.zeros(3, 1, 8, 8)).shape == (3, 4)
+    with pytest.raises(ValueError, match="variant"):
+        DeepConcreteKMeans(variant="bogus")
+    with pytest.raises(ValueError, match="input_shape"):
+        DeepConcreteKMeans(architecture="conv")
+    with pytest.raises(ValueError, match="decoder"):
+        DeepConcreteKMeans(encoder=torch.nn.Linear(64, 10))
+    with pytest.raises(ValueError, match="schedule"):
+        DeepConcreteKMeans(tau_schedule="nope")

@@ -44,8 +44,15 @@ class Settings:
     # concrete k-means recipe
     concrete: dict[str, Any] = field(
         default_factory=lambda: dict(
-            recon_weight=1.0, cluster_weight=0.1, tau_start=1.0, tau_end=0.1, tau_schedule="exponential",
-            objective="quantization", centroid_lr=None, logit_scale=1.0,
+            recon_weight=1.0, cluster_weight=0.3, tau_start=1.0, tau_end=0.1, tau_schedule="exponential",
+            objective="distortion", normalize=True, logit_scale=10.0,
+        )
+    )
+    # the estimator as we read the paper: ||z - a^T mu||^2, logits -||z - mu||^2, no normalisation
+    literal: dict[str, Any] = field(
+        default_factory=lambda: dict(
+            recon_weight=1.0, cluster_weight=0.3, tau_start=1.0, tau_end=0.1, tau_schedule="exponential",
+            objective="quantization", normalize=False, logit_scale=1.0,
         )
     )
     dec: dict[str, Any] = field(default_factory=lambda: dict(recon_weight=1.0, cluster_weight=0.1))
@@ -117,6 +124,7 @@ def run_seed(x: np.ndarray, y: np.ndarray, seed: int, s: Settings, variants: lis
         "dec": dict(pretrain_epochs=0, variant="dec", **s.dec),
         "concrete_hard": dict(pretrain_epochs=0, variant="concrete", hard=True, **s.concrete),
         "concrete_soft": dict(pretrain_epochs=0, variant="concrete", hard=False, **s.concrete),
+        "concrete_literal": dict(pretrain_epochs=0, variant="concrete", hard=True, **s.literal),
     }
     for name, spec in specs.items():
         if name not in variants:
@@ -138,6 +146,7 @@ LABELS = {
     "dec": "DEC-style (IDEC) soft assignment",
     "concrete_hard": "concrete k-means, hard (straight-through)",
     "concrete_soft": "concrete k-means, soft (relaxed)",
+    "concrete_literal": "concrete k-means, literal estimator (ablation)",
 }
 
 
@@ -145,7 +154,7 @@ def run(quick: bool = False, out_dir: Path | None = None, settings: Settings | N
     """Run the benchmark (``quick``: one seed, fewer epochs, same code path)."""
     s = settings or (Settings(seeds=(0,), pretrain_epochs=30, joint_epochs=30) if quick else Settings())
     x, y = load_digits_array()
-    variants = ["kmeans_raw", "two_step", "dec", "concrete_hard", "concrete_soft"]
+    variants = ["kmeans_raw", "two_step", "dec", "concrete_hard", "concrete_soft", "concrete_literal"]
     per_seed = []
     try:
         from tqdm.auto import tqdm
@@ -169,9 +178,20 @@ def run(quick: bool = False, out_dir: Path | None = None, settings: Settings | N
         f"{nmi[best]:.3f} vs two-step {nmi['two_step']:.3f} ({100 * gain:+.1f} points, mean over "
         f"{len(s.seeds)} seed{'s' if len(s.seeds) > 1 else ''})."
     )
+    acc = {v: float(np.mean([r[v]["acc"] for r in per_seed])) for v in variants}
+    versus_dec = (
+        f"The DEC-style baseline (same code base, same budget) reaches NMI {nmi['dec']:.3f} / ACC {acc['dec']:.3f}, "
+        f"{'above' if nmi['dec'] > nmi[best] else 'below'} the best concrete variant ({nmi[best]:.3f} / "
+        f"{acc[best]:.3f}); concrete ACC is {'above' if acc[best] > acc['two_step'] else 'below'} two-step ACC "
+        f"({acc['two_step']:.3f}). The literal estimator (||z - a^T mu||^2, logits -||z - mu||^2, no "
+        f"normalisation) reaches NMI {nmi['concrete_literal']:.3f}: the scale-invariant loss is what makes the "
+        "method work here (see the method card)."
+    )
     notes = "\n".join(
         [
             verdict,
+            "",
+            versus_dec,
             "",
             f"Settings: digits 8x8 (1,797 images, all used for training and scoring), 10 clusters; MLP "
             f"autoencoder 64-{'-'.join(map(str, s.hidden))}-{s.latent_dim} (mirrored decoder), Adam lr {s.lr}, "

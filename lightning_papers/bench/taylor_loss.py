@@ -101,6 +101,20 @@ def run(quick: bool = False, out_dir: Path | None = None) -> BenchReport:
     g3 = {
         ds: m(_setting_name(ds, None, 0.0), OURS) - m(_setting_name(ds, None, 0.0), "CE") for ds in DATASETS
     }
+    typical_std = float(
+        np.mean(
+            [
+                np.std(acc[(s, k)], ddof=1) if len(seeds) > 1 else np.nan
+                for s in setting_names
+                for k in (OURS, best_base)
+            ]
+        )
+    )
+    tie = (
+        f"; the margin is smaller than the typical per-setting seed std ({typical_std * 100:.1f} pts), so read it as a tie"
+        if np.isfinite(typical_std) and abs(g2) < typical_std
+        else ""
+    )
     ok1, ok2, ok3 = all(v >= 0.10 for v in g1.values()), g2 >= 0.0, all(v >= -0.01 for v in g3.values())
     goal_met = ok1 and ok2 and ok3
     preset = load_preset("robust")
@@ -121,10 +135,13 @@ fitness = clean-validation accuracy on digits and MNIST-1D (2,000 samples) at sy
 split/noise/init seed 100 — different seeds and samples from this benchmark, but the same two data distributions,
 so this is **not** a cross-dataset transfer test like the paper's. The paper's own coefficients were not available
 to us. "Taylor-CE deg 4 (unsearched)" is CE's Taylor series cut at degree 4, to show what the search adds.
+A second search with 4,000-sample MNIST-1D (same recipe otherwise) found [0.764, −0.034, 0.126, −0.076]; on
+selection seeds 10–11 (validation split, never used in this table) it averaged 0.640 vs 0.649 for the first,
+so the first is shipped.
 
 Goals of issue 4 (this run):
 - TaylorLoss ≥ CE + 10 points at 40% symmetric noise: {yn(ok1)} ({", ".join(f"{k}: {v * 100:+.1f} pts" for k, v in g1.items())}).
-- TaylorLoss ≥ best hand-designed baseline on average over settings: {yn(ok2)} (TaylorLoss {avg[OURS]:.3f} vs best baseline {best_base} {avg[best_base]:.3f}, {g2 * 100:+.1f} pts).
+- TaylorLoss ≥ best hand-designed baseline on average over settings: {yn(ok2)} (TaylorLoss {avg[OURS]:.3f} vs best baseline {best_base} {avg[best_base]:.3f}, {g2 * 100:+.1f} pts{tie}).
 - No loss beyond 1 point at 0% noise vs CE: {yn(ok3)} ({", ".join(f"{k}: {v * 100:+.1f} pts" for k, v in g3.items())}).
 
 Paper reference (Gao et al., ICCV 2021): results are on CIFAR-10/100 and real-noise datasets with CNNs, not on

@@ -3,6 +3,7 @@
 * :mod:`~lightning_papers.concrete_kmeans.core`: plain PyTorch (``ConcreteKMeans``, ``concrete_kmeans_loss``).
 * :mod:`~lightning_papers.concrete_kmeans.module`: ``DeepConcreteKMeans`` LightningModule.
 * :mod:`~lightning_papers.concrete_kmeans.estimator`: ``ConcreteKMeansClusterer`` (scikit-learn style).
+* :mod:`~lightning_papers.concrete_kmeans.data`: ``MNISTDataModule`` / ``USPSDataModule`` from local files.
 """
 
 from lightning_papers.concrete_kmeans.core import (
@@ -17,14 +18,21 @@ from lightning_papers.concrete_kmeans.core import (
     squared_distances,
     temperature_at,
 )
+from lightning_papers.concrete_kmeans.data import MNISTDataModule, USPSDataModule
 from lightning_papers.concrete_kmeans.estimator import ConcreteKMeansClusterer
-from lightning_papers.concrete_kmeans.module import DeepConcreteKMeans, make_conv_autoencoder, make_mlp_autoencoder
+from lightning_papers.concrete_kmeans.module import (
+    DeepConcreteKMeans,
+    make_conv_autoencoder,
+    make_mlp_autoencoder,
+)
 
 __all__ = [
     "ConcreteKMeans",
     "ConcreteKMeansClusterer",
     "ConcreteKMeansOutput",
     "DeepConcreteKMeans",
+    "MNISTDataModule",
+    "USPSDataModule",
     "concrete_kmeans_loss",
     "dec_soft_assignment",
     "dec_target_distribution",

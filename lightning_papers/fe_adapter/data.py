@@ -383,6 +383,7 @@ class VideoClipDataset(Dataset):
         transform: Callable[[np.ndarray], torch.Tensor],
         backend: str = "auto",
         frame_counts: dict[Path, int] | None = None,
+        cache_decoded: bool = False,
     ) -> None:
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -390,6 +391,8 @@ class VideoClipDataset(Dataset):
         self.num_frames, self.train, self.transform, self.backend = num_frames, train, transform, backend
         self.frame_counts: dict[Path, int] = dict(frame_counts or {})
         self.skipped: list[str] = []
+        self.cache_decoded = cache_decoded
+        self._decoded: dict[Path, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -403,6 +406,14 @@ class VideoClipDataset(Dataset):
 
     def load(self, sample: VideoSample) -> np.ndarray:
         """Decode the sampled frames of one clip as uint8 ``(T, H, W, 3)``."""
+        if self.cache_decoded:  # small datasets: decode every frame once, sample from memory afterwards
+            if sample.path not in self._decoded:
+                files = frame_files(sample.path) if sample.is_frames else None
+                self._decoded[sample.path] = (
+                    _read_frames(files, range(len(files))) if files is not None else read_video(sample.path, backend=self.backend)
+                )
+            frames = self._decoded[sample.path]
+            return frames[sample_indices(len(frames), self.num_frames, self.train)]
         n = self.num_available(sample)
         idx = sample_indices(n, self.num_frames, self.train)
         if sample.is_frames:
@@ -616,6 +627,8 @@ class VideoEmotionDataModule(L.LightningDataModule):
         backend: ``auto`` | ``decord`` | ``pyav`` video decoder.
         scan_files: open every clip once during ``setup`` to count its frames and skip unreadable files
             early (recommended; otherwise unreadable clips are skipped when loaded).
+        cache_decoded: keep every decoded clip in memory after its first read (default: only for
+            ``synthetic``; small datasets only).
         synthetic: keyword arguments of :class:`SyntheticEmotionVideos` (``num_clips``, ``clip_len``, ...).
 
     Attributes (after ``setup``): ``train_dataset``, ``val_dataset``, ``test_dataset``, ``class_names``,
@@ -647,6 +660,7 @@ class VideoEmotionDataModule(L.LightningDataModule):
         crop_pct: float = 1.0,
         backend: Literal["auto", "decord", "pyav"] = "auto",
         scan_files: bool = True,
+        cache_decoded: bool | None = None,
         synthetic: dict | None = None,
     ) -> None:
         super().__init__()
@@ -669,6 +683,7 @@ class VideoEmotionDataModule(L.LightningDataModule):
         self.num_frames, self.img_size, self.batch_size, self.num_workers = num_frames, img_size, batch_size, num_workers
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.backend, self.scan_files = backend, scan_files
+        self.cache_decoded = dataset == "synthetic" if cache_decoded is None else cache_decoded
         self.synthetic = dict(synthetic or {})
         self._tf = dict(mean=tuple(mean), std=tuple(std), scale=tuple(train_scale), hflip=hflip, crop_pct=crop_pct)
         self.class_names: list[str] = {
@@ -762,7 +777,8 @@ class VideoEmotionDataModule(L.LightningDataModule):
         if self._scan_skipped:
             warnings.warn(f"{len(self._scan_skipped)} unreadable clip(s) skipped in total", stacklevel=2)
         make = lambda items, is_train: VideoClipDataset(  # noqa: E731
-            items, self.num_frames, is_train, ClipTransform(self.img_size, is_train, **self._tf), self.backend, self._frame_counts
+            items, self.num_frames, is_train, ClipTransform(self.img_size, is_train, **self._tf), self.backend,
+            self._frame_counts, self.cache_decoded,
         )
         self.train_dataset, self.val_dataset, self.test_dataset = make(train, True), make(val, False), make(test, False)
 

@@ -153,7 +153,7 @@ class MixtureSampler(DistributedSampler):
         [0, 1, 2, 3]
     """
 
-    _MAX_SNAPSHOTS = 8192
+    _MAX_SNAPSHOTS = 1024
 
     def __init__(
         self,

@@ -278,23 +278,35 @@ def _grad_sq(module: torch.nn.Module) -> tuple[float, float]:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover
         DTensor = ()  # type: ignore[assignment]
-    sharded, replicated = 0.0, 0.0
+    sharded, replicated = [], []
     for p in module.parameters():
         g = p.grad
         if g is None:
             continue
         if isinstance(g, DTensor):
-            sharded += float(g.to_local().double().pow(2).sum())
+            sharded.append(g.to_local())
         else:
-            replicated += float(g.double().pow(2).sum())
-    return sharded, replicated
+            replicated.append(g)
+
+    def sq(grads: list[torch.Tensor]) -> float:
+        grads = [g for g in grads if g.numel()]
+        if not grads:
+            return 0.0
+        norms = torch._foreach_norm(grads)  # one fused call instead of a Python loop of reductions
+        return float(torch.stack([n.double() for n in norms]).pow(2).sum())
+
+    return sq(sharded), sq(replicated)
 
 
 def _all_reduce_sum(trainer: L.Trainer, values: list[float]) -> list[float]:
-    if trainer.world_size <= 1:
+    """Sum over all ranks with a single all-reduce (no barrier: every rank calls it at the same point)."""
+    import torch.distributed as dist
+
+    if trainer.world_size <= 1 or not (dist.is_available() and dist.is_initialized()):
         return values
     t = torch.tensor(values, dtype=torch.float64)
-    return trainer.strategy.reduce(t, reduce_op="sum").tolist()
+    dist.all_reduce(t)
+    return t.tolist()
 
 
 # ====================================================================== the callback
@@ -317,6 +329,9 @@ class TrainingStateMonitor(L.Callback):
         source_ema: EMA factor of the per-source training loss.
         blame_threshold: at a spike, blame the source whose loss rose most above its running mean, if that
             relative rise is at least this (published as ``StepEvent.culprit``).
+        source_loss_every: all-reduce the per-source training loss every N steps (and at every spike);
+            ``StepEvent.source_loss`` is empty on the other steps. The gradient norm is also computed every
+            N steps only, unless a detector watches ``grad_norm``. Fewer passes and collectives, lower overhead.
         log_dir: where ``heurimentor.log`` and ``heurimentor_dashboard.png`` go (default: the trainer's log dir).
         dashboard: write the PNG dashboard at the end of fit.
         log_metrics: also ``pl_module.log`` the monitored values under ``hm/``.
@@ -337,6 +352,7 @@ class TrainingStateMonitor(L.Callback):
         trajectory_every: int = 0,
         source_ema: float = 0.9,
         blame_threshold: float = 0.2,
+        source_loss_every: int = 10,
         log_dir: str | None = None,
         dashboard: bool = True,
         log_metrics: bool = True,
@@ -355,6 +371,12 @@ class TrainingStateMonitor(L.Callback):
         self.plateau = PlateauDetector(plateau_window, plateau_tolerance, plateau_smoothing) if plateau_window else None
         self.heldout_every, self.trajectory_every, self.source_ema = heldout_every, trajectory_every, source_ema
         self.blame_threshold = blame_threshold
+        if source_loss_every < 1:
+            raise ValueError(f"source_loss_every must be >= 1, got {source_loss_every}")
+        self.source_loss_every = source_loss_every
+        self._grad_detectors = any(d.metric == "grad_norm" for d in self.detectors)
+        self._src_acc: torch.Tensor | None = None
+        self._src_steps = 0
         self.step = 0  # index of the current optimizer step (trainer.global_step when its batch started)
         self.log_dir, self.dashboard, self.log_metrics = log_dir, dashboard, log_metrics
         self.source_names: list[str] = []
@@ -427,15 +449,17 @@ class TrainingStateMonitor(L.Callback):
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         """Decide spikes before the update (all ranks agree: one all-reduce), publish :class:`SpikeEvent`."""
         local_loss = float(np.mean(self._micro_losses)) if self._micro_losses else float("nan")
-        sharded, replicated = _grad_sq(pl_module)
+        # the gradient norm costs a pass over all gradients: every step only if a detector needs it
+        need_grad = self._grad_detectors or (self.step + 1) % self.source_loss_every == 0
+        sharded, replicated = _grad_sq(pl_module) if need_grad else (float("nan"), float("nan"))
         local_flags = [1.0 if d.metric == "loss" and d.check(local_loss)[0] else 0.0 for d in self.detectors]
-        nonfinite = 0.0 if math.isfinite(local_loss) and math.isfinite(sharded + replicated) else 1.0
+        nonfinite = 0.0 if math.isfinite(local_loss) and (not need_grad or math.isfinite(sharded + replicated)) else 1.0
         red = _all_reduce_sum(
-            trainer, [0.0 if math.isnan(local_loss) else local_loss, sharded, nonfinite, float(self._step_tokens), *local_flags]
+            trainer, [0.0 if math.isnan(local_loss) else local_loss, sharded if need_grad else 0.0, nonfinite, float(self._step_tokens), *local_flags]
         )
         world = max(1, trainer.world_size)
         mean_loss = red[0] / world if red[2] == 0 else float("nan")
-        grad_norm = math.sqrt(max(red[1] + replicated, 0.0)) if red[2] == 0 else float("nan")
+        grad_norm = math.sqrt(max(red[1] + replicated, 0.0)) if red[2] == 0 and need_grad else float("nan")
         values = {"loss": mean_loss, "grad_norm": grad_norm}
         fired, reference = [], float("nan")
         for det, flag in zip(self.detectors, red[4:]):
@@ -469,7 +493,7 @@ class TrainingStateMonitor(L.Callback):
         step = self.step
         if not self._skipped_now:
             self.tokens += int(pending["tokens"])
-        source_loss = self._source_losses(trainer, outputs, batch)
+        source_loss = self._source_losses(trainer, outputs, batch, bool(pending["spike"]))
         culprit = None
         if pending["spike"] and source_loss:
             rise = {k: (v - self.source_loss_ema[k]) / max(abs(self.source_loss_ema[k]), 1e-12)
@@ -507,19 +531,29 @@ class TrainingStateMonitor(L.Callback):
             metrics.update({f"hm/loss_{k}": v for k, v in source_loss.items()})
             pl_module.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=False, rank_zero_only=True)
 
-    def _source_losses(self, trainer, outputs, batch) -> dict[str, float]:
+    def _source_losses(self, trainer, outputs, batch, spike: bool) -> dict[str, float]:
+        """Accumulate per-source loss locally; all-reduce every ``source_loss_every`` steps and at spikes."""
         sample_loss = outputs.get("sample_loss") if isinstance(outputs, Mapping) else None
         sids = batch.get("source_ids") if isinstance(batch, Mapping) else None
-        if sample_loss is None or sids is None:
+        if sample_loss is not None and sids is not None:
+            if not self.source_names:
+                self.source_names = [f"source{i}" for i in range(16)]
+            n = len(self.source_names)
+            ids = sids.detach().cpu().long()
+            if ids.numel() and int(ids.max()) >= n:
+                raise ValueError(f"batch has source id {int(ids.max())} but only {n} source names are known")
+            sl = sample_loss.detach().double().cpu()
+            if self._src_acc is None or len(self._src_acc) != 2 * n:
+                self._src_acc = torch.zeros(2 * n, dtype=torch.float64)
+            self._src_acc[:n].index_add_(0, ids, sl)
+            self._src_acc[n:].index_add_(0, ids, torch.ones_like(sl))
+        self._src_steps += 1
+        if self._src_acc is None or not (spike or self._src_steps >= self.source_loss_every):
             return {}
-        n = max(len(self.source_names), int(sids.max()) + 1 if sids.numel() else 0)
-        while len(self.source_names) < n:
-            self.source_names.append(f"source{len(self.source_names)}")
-        sl = sample_loss.detach().float().cpu()
-        ids = sids.detach().cpu().long()
-        sums = torch.zeros(n, dtype=torch.float64).index_add_(0, ids, sl.double())
-        counts = torch.zeros(n, dtype=torch.float64).index_add_(0, ids, torch.ones_like(sl, dtype=torch.float64))
-        red = _all_reduce_sum(trainer, [*sums.tolist(), *counts.tolist()])
+        n = len(self._src_acc) // 2
+        red = _all_reduce_sum(trainer, self._src_acc.tolist())
+        self._src_acc.zero_()
+        self._src_steps = 0
         return {self.source_names[i]: red[i] / red[n + i] for i in range(n) if red[n + i] > 0}
 
     # ---------------------------------------------------------------- periodic probes
@@ -596,7 +630,8 @@ class TrainingStateMonitor(L.Callback):
         ax = axes[0, 1]
         names = sorted({k for d in h["source_loss"] for k in d})
         for k in names:
-            ax.plot(tok, [d.get(k, np.nan) for d in h["source_loss"]], lw=0.8, label=f"train {k}")
+            pts = [(t, d[k]) for t, d in zip(tok, h["source_loss"]) if k in d]
+            ax.plot([t for t, _ in pts], [v for _, v in pts], lw=0.8, label=f"train {k}")
         for k in sorted({k for _, _, d in self.heldout_history for k in d}):
             ax.plot([t for _, t, _ in self.heldout_history], [d.get(k, np.nan) for _, _, d in self.heldout_history], "o--", ms=3, label=f"held-out {k}")
         ax.set(title="per-source loss", xlabel="tokens")
@@ -639,6 +674,8 @@ class TrainingStateMonitor(L.Callback):
             "plateau": self.plateau.state_dict() if self.plateau else None,
             "tokens": self.tokens,
             "step": self.step,
+            "src_acc": None if self._src_acc is None else self._src_acc.clone(),
+            "src_steps": self._src_steps,
             "consecutive": self.consecutive,
             "source_loss_ema": dict(self.source_loss_ema),
             "source_names": list(self.source_names),
@@ -658,6 +695,9 @@ class TrainingStateMonitor(L.Callback):
             self.plateau.load_state_dict(state_dict["plateau"])
         self.tokens, self.consecutive = int(state_dict["tokens"]), int(state_dict["consecutive"])
         self.step = int(state_dict.get("step", 0))
+        acc = state_dict.get("src_acc")
+        self._src_acc = None if acc is None else acc.clone()
+        self._src_steps = int(state_dict.get("src_steps", 0))
         self.source_loss_ema = dict(state_dict["source_loss_ema"])
         self.source_names = list(state_dict["source_names"]) or self.source_names
         self.history = {k: list(v) for k, v in state_dict["history"].items()}

@@ -14,7 +14,12 @@ Example::
     >>> opt = MetaMirrorDescent(net.parameters(), lr=0.1, mirror_map=MirrorMap.identity())
 """
 
-from lightning_papers.metamd.meta_train import MetaTrainResult, meta_train, regret_bound, unrolled_regret_bound
+from lightning_papers.metamd.meta_train import (
+    MetaTrainResult,
+    meta_train,
+    regret_bound,
+    unrolled_regret_bound,
+)
 from lightning_papers.metamd.mirror_map import MirrorMap, available_presets
 from lightning_papers.metamd.optimizer import DEFAULT_PRESET, MetaMirrorDescent, resolve_mirror_map
 from lightning_papers.metamd.tasks import (

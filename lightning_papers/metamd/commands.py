@@ -77,21 +77,40 @@ def meta_train(
         slots = {"shared": 1, "kind": 2, "role": 4}
         if assignment not in slots:
             raise ValueError(f"assignment must be one of {sorted(slots)} for a fresh map, got {assignment!r}")
-        mirror_map = MirrorMap(num_slots=slots[assignment], num_terms=num_terms, assignment=assignment,
-                               init_scale=init_scale)
+        mirror_map = MirrorMap(
+            num_slots=slots[assignment], num_terms=num_terms, assignment=assignment, init_scale=init_scale
+        )
     res = _meta_train(
-        sampler, mirror_map, meta_steps=meta_steps, tasks_per_step=tasks_per_step, unroll_steps=unroll_steps,
-        max_warm_start=max_warm_start, lr=lr, meta_lr=meta_lr, second_order=second_order, objective=objective,
-        task_pool=task_pool, reference_steps=reference_steps, reference_lr=reference_lr, seed=seed,
-        checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume, output=None,
+        sampler,
+        mirror_map,
+        meta_steps=meta_steps,
+        tasks_per_step=tasks_per_step,
+        unroll_steps=unroll_steps,
+        max_warm_start=max_warm_start,
+        lr=lr,
+        meta_lr=meta_lr,
+        second_order=second_order,
+        objective=objective,
+        task_pool=task_pool,
+        reference_steps=reference_steps,
+        reference_lr=reference_lr,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        output=None,
         progress=progress,
     )
-    res.mirror_map.meta.update(families=list(families or ["mlp_digits"]), n_train=n_train, split_seed=split_seed)
+    res.mirror_map.meta.update(
+        families=list(families or ["mlp_digits"]), n_train=n_train, split_seed=split_seed
+    )
     path = res.mirror_map.save(Path(output))
     h = res.history
     k = max(1, min(10, len(h) // 5))
     first = sum(r["objective"] for r in h[:k]) / k
     last = sum(r["objective"] for r in h[-k:]) / k
-    return (f"meta-trained MetaMD map ({objective}): mean log objective {first:.3f} (first {k} steps) -> "
-            f"{last:.3f} (last {k}); final unrolled loss {h[0]['final_loss']:.3f} -> {h[-1]['final_loss']:.3f}; "
-            f"wrote {path}")
+    return (
+        f"meta-trained MetaMD map ({objective}): mean log objective {first:.3f} (first {k} steps) -> "
+        f"{last:.3f} (last {k}); final unrolled loss {h[0]['final_loss']:.3f} -> {h[-1]['final_loss']:.3f}; "
+        f"wrote {path}"
+    )

@@ -23,7 +23,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -73,7 +72,9 @@ def regret_bound(
     return total / (lr * (len(trajectory) - 1))
 
 
-def _md_step(m: MirrorMap, params: Sequence[Tensor], grads: Sequence[Tensor], slots: Sequence[int], lr: float):
+def _md_step(
+    m: MirrorMap, params: Sequence[Tensor], grads: Sequence[Tensor], slots: Sequence[int], lr: float
+):
     return [m.h_inverse(m.h(p, s) - lr * g, s) for p, g, s in zip(params, grads, slots)]
 
 
@@ -113,7 +114,11 @@ def _unroll(
     bound = total / (lr * unroll_steps)
     mean_loss = torch.stack(losses).mean()
     seen = [first, *(float(v.detach()) for v in losses[:-1])]
-    stats = {"final_loss": float(losses[-1].detach()), "regret": sum(seen) / len(seen) - ref, "reference_loss": ref}
+    stats = {
+        "final_loss": float(losses[-1].detach()),
+        "regret": sum(seen) / len(seen) - ref,
+        "reference_loss": ref,
+    }
     return bound, mean_loss, stats
 
 
@@ -216,8 +221,13 @@ def meta_train(
         >>> len(res.history)
         2
     """
-    for name, val in {"meta_steps": meta_steps, "tasks_per_step": tasks_per_step, "unroll_steps": unroll_steps,
-                      "task_pool": task_pool, "checkpoint_every": checkpoint_every}.items():
+    for name, val in {
+        "meta_steps": meta_steps,
+        "tasks_per_step": tasks_per_step,
+        "unroll_steps": unroll_steps,
+        "task_pool": task_pool,
+        "checkpoint_every": checkpoint_every,
+    }.items():
         if not isinstance(val, int) or val < 1:
             raise ValueError(f"{name} must be a positive int, got {val!r}")
     for name, val in {"lr": lr, "meta_lr": meta_lr, "reference_lr": reference_lr}.items():
@@ -291,17 +301,32 @@ def meta_train(
         if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == meta_steps):
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             tmp = ckpt.with_suffix(".tmp")
-            torch.save({"map": mirror_map.state_dict(), "meta_opt": meta_opt.state_dict(), "history": history,
-                        "step": step + 1}, tmp)
+            torch.save(
+                {
+                    "map": mirror_map.state_dict(),
+                    "meta_opt": meta_opt.state_dict(),
+                    "history": history,
+                    "step": step + 1,
+                },
+                tmp,
+            )
             os.replace(tmp, ckpt)
     if bar is not None:
         bar.close()
     mirror_map.validate()
     mirror_map.meta = {
         "trained_by": "lightning_papers.metamd.meta_train",
-        "meta_steps": meta_steps, "tasks_per_step": tasks_per_step, "unroll_steps": unroll_steps,
-        "max_warm_start": max_warm_start, "lr": lr, "meta_lr": meta_lr, "second_order": second_order,
-        "task_pool": task_pool, "seed": seed, "objective": objective, "seconds": round(time.perf_counter() - t0, 1),
+        "meta_steps": meta_steps,
+        "tasks_per_step": tasks_per_step,
+        "unroll_steps": unroll_steps,
+        "max_warm_start": max_warm_start,
+        "lr": lr,
+        "meta_lr": meta_lr,
+        "second_order": second_order,
+        "task_pool": task_pool,
+        "seed": seed,
+        "objective": objective,
+        "seconds": round(time.perf_counter() - t0, 1),
         "objective_first": history[0]["objective"] if history else None,
         "objective_last": history[-1]["objective"] if history else None,
     }

@@ -84,6 +84,48 @@ def _psi(x: Tensor, d: Tensor, beta: Tensor, gamma: Tensor) -> Tensor:
     return out
 
 
+def h_prime_scalar(x: Tensor, d: float, terms: Sequence[tuple[float, float]], need_prime: bool = True):
+    """``h(x)`` (and ``h'(x)``) for python-float coefficients ``terms = [(β_j, γ_j), ...]``.
+
+    The optimizer's hot path: one pass per term with in-place ops on flat vectors, no ``(N, K)``
+    intermediates and no reductions (several times faster on CPU than the broadcast form).
+    """
+    hx = x * d
+    hp = torch.full_like(x, d + sum(b * g for b, g in terms)) if need_prime else None
+    for b, g in terms:
+        t = torch.tanh(x * g)
+        hx.add_(t, alpha=b)
+        if need_prime:
+            hp.sub_(t.mul_(t), alpha=b * g)  # β γ (1 − tanh²) = βγ − βγ tanh²
+    return hx, hp
+
+
+def fast_inverse(
+    u: Tensor, x0: Tensor, d: float, terms: Sequence[tuple[float, float]], tol: float, max_iter: int
+) -> Tensor:
+    """``h⁻¹(u)`` from a close warm start ``x0`` by plain Newton with python-float coefficients.
+
+    Falls back to the bracketed :func:`solve_inverse` when Newton has not converged in 3 steps
+    (or produced a non-finite value), so it is exactly as robust.
+    """
+    with torch.no_grad():
+        scale = (u.abs() + (1.0 + sum(abs(b) for b, _ in terms))).mul_(tol)
+        x = x0
+        for _ in range(3):
+            hx, hp = h_prime_scalar(x, d, terms)
+            r = hx.sub_(u)
+            if bool((r.abs() <= scale).all()):
+                return x
+            x = x - r.div_(hp)
+        hx, _ = h_prime_scalar(x, d, terms, need_prime=False)
+        if bool(((hx - u).abs() <= scale).all()):
+            return x
+        dt = torch.tensor(d, dtype=u.dtype, device=u.device)
+        bt = torch.tensor([b for b, _ in terms], dtype=u.dtype, device=u.device)
+        gt = torch.tensor([g for _, g in terms], dtype=u.dtype, device=u.device)
+        return solve_inverse(u, dt, bt, gt, x0=None, tol=tol, max_iter=max(max_iter, 50))
+
+
 def solve_inverse(
     u: Tensor,
     d: Tensor,
@@ -165,7 +207,9 @@ class _InverseFn(torch.autograd.Function):
                 got = torch.autograd.grad(hx, wanted, grad_outputs=-v.detach(), allow_unused=True)
                 it = iter(got)
                 grads = [next(it) if n else None for n in need]
-                grads = [torch.zeros_like(r) if (gr is None and n) else gr for gr, r, n in zip(grads, raw, need)]
+                grads = [
+                    torch.zeros_like(r) if (gr is None and n) else gr for gr, r, n in zip(grads, raw, need)
+                ]
         grad_u = v.detach() if ctx.needs_input_grad[0] else None
         return grad_u, grads[0], grads[1], grads[2], None, None
 
@@ -223,12 +267,15 @@ class MirrorMap(nn.Module):
         self.num_terms = num_terms
         self.log_d = nn.Parameter(torch.full((num_slots,), math.log(init_scale)))
         self.beta = nn.Parameter(torch.full((num_slots, num_terms), float(init_beta)))
-        self.log_gamma = nn.Parameter(torch.log(torch.tensor([list(map(float, init_gammas))] * num_slots)).reshape(
-            num_slots, num_terms))
+        self.log_gamma = nn.Parameter(
+            torch.log(torch.tensor([list(map(float, init_gammas))] * num_slots)).reshape(num_slots, num_terms)
+        )
         if init_beta < 0:  # keep d at init_scale: log_d stores only the slope floor
             floor = init_scale + float(init_beta) * sum(init_gammas)
             if floor <= 0:
-                raise ValueError(f"init_beta={init_beta} makes the map non-monotone for init_scale={init_scale}")
+                raise ValueError(
+                    f"init_beta={init_beta} makes the map non-monotone for init_scale={init_scale}"
+                )
             with torch.no_grad():
                 self.log_d.fill_(math.log(floor))
         self.meta: dict[str, Any] = {}
@@ -261,7 +308,9 @@ class MirrorMap(nn.Module):
         if g_t.dim() <= 1:
             g_t = g_t.reshape(1, -1).expand(d_t.numel(), -1) if d_t.numel() > 1 else g_t.reshape(1, -1)
         if b_t.shape != g_t.shape or b_t.shape[0] != d_t.numel():
-            raise ValueError(f"beta {tuple(b_t.shape)} and gamma {tuple(g_t.shape)} must be (num_slots={d_t.numel()}, K)")
+            raise ValueError(
+                f"beta {tuple(b_t.shape)} and gamma {tuple(g_t.shape)} must be (num_slots={d_t.numel()}, K)"
+            )
         if (g_t <= 0).any() or not torch.isfinite(g_t).all():
             raise ValueError(f"gamma must be finite and > 0, got {g_t.tolist()}")
         floor = d_t - torch.relu(-b_t * g_t).sum(-1)
@@ -391,7 +440,9 @@ class MirrorMap(nn.Module):
                     raise ValueError(f"mirror map slot {s} has non-finite coefficients")
                 floor = d + torch.clamp(b * g, max=0).sum()
                 if floor <= 0:
-                    raise ValueError(f"mirror map slot {s} is not strictly increasing (slope floor {float(floor):.3g})")
+                    raise ValueError(
+                        f"mirror map slot {s} is not strictly increasing (slope floor {float(floor):.3g})"
+                    )
                 x = torch.linspace(lo, hi, num, dtype=torch.float64)
                 y = _h(x, d.double(), b.double(), g.double())
                 if not bool((y[1:] > y[:-1]).all()):
@@ -406,8 +457,16 @@ class MirrorMap(nn.Module):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
-        torch.save({"format": _FORMAT, "version": 1, "config": self.config(), "state": state,
-                    "meta": {**self.meta, **meta}}, path)
+        torch.save(
+            {
+                "format": _FORMAT,
+                "version": 1,
+                "config": self.config(),
+                "state": state,
+                "meta": {**self.meta, **meta},
+            },
+            path,
+        )
         return path
 
     @classmethod

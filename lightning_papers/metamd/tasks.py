@@ -140,11 +140,18 @@ def _classification_task(
     def evaluate(p: Sequence[Tensor]) -> dict[str, float]:
         with torch.no_grad():
             logits = mlp_forward(p, xt)
-            return {"test_acc": float((logits.argmax(1) == yt).float().mean()),
-                    "test_loss": float(F.cross_entropy(logits, yt))}
+            return {
+                "test_acc": float((logits.argmax(1) == yt).float().mean()),
+                "test_loss": float(F.cross_entropy(logits, yt)),
+            }
 
-    return FunctionalTask(params, loss, name=name, evaluate=evaluate,
-                          info={"dataset": dataset, "hidden": list(hidden), "n_train": len(idx), "seed": seed})
+    return FunctionalTask(
+        params,
+        loss,
+        name=name,
+        evaluate=evaluate,
+        info={"dataset": dataset, "hidden": list(hidden), "n_train": len(idx), "seed": seed},
+    )
 
 
 class MLPSampler(TaskSampler):
@@ -177,19 +184,30 @@ class MLPSampler(TaskSampler):
     def sample(self, seed: int) -> FunctionalTask:  # noqa: D102
         hidden = self.hidden_choices[np.random.default_rng(seed + 7).integers(len(self.hidden_choices))]
         name = f"mlp_{self.dataset}{list(hidden)}_s{seed}"
-        return _classification_task(name, self.dataset, self.split_seed, self.n_train, seed, hidden, self.n_test)
+        return _classification_task(
+            name, self.dataset, self.split_seed, self.n_train, seed, hidden, self.n_test
+        )
 
 
 class LogisticRegressionSampler(TaskSampler):
     """Multinomial logistic regression (convex) on a random subset of digits or MNIST-1D."""
 
-    def __init__(self, dataset: str = "digits", n_train: int = 256, n_test: int = 512, split_seed: int = 0) -> None:
+    def __init__(
+        self, dataset: str = "digits", n_train: int = 256, n_test: int = 512, split_seed: int = 0
+    ) -> None:
         _dataset(dataset)
         self.dataset, self.n_train, self.n_test, self.split_seed = dataset, n_train, n_test, split_seed
 
     def sample(self, seed: int) -> FunctionalTask:  # noqa: D102
-        return _classification_task(f"logreg_{self.dataset}_s{seed}", self.dataset, self.split_seed, self.n_train,
-                                    seed, (), self.n_test)
+        return _classification_task(
+            f"logreg_{self.dataset}_s{seed}",
+            self.dataset,
+            self.split_seed,
+            self.n_train,
+            seed,
+            (),
+            self.n_test,
+        )
 
 
 class LeastSquaresSampler(TaskSampler):
@@ -202,8 +220,9 @@ class LeastSquaresSampler(TaskSampler):
         noise: label noise standard deviation.
     """
 
-    def __init__(self, dim: int = 20, n: int = 100, scale_range: tuple[float, float] = (0.1, 3.0),
-                 noise: float = 0.1) -> None:
+    def __init__(
+        self, dim: int = 20, n: int = 100, scale_range: tuple[float, float] = (0.1, 3.0), noise: float = 0.1
+    ) -> None:
         if dim < 1 or n < 1:
             raise ValueError(f"dim and n must be >= 1, got dim={dim}, n={n}")
         lo, hi = scale_range
@@ -234,7 +253,9 @@ class MixtureSampler(TaskSampler):
             raise ValueError("MixtureSampler needs at least one sampler")
         w = np.asarray(weights if weights is not None else [1.0] * len(samplers), dtype=float)
         if len(w) != len(samplers) or (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"weights must be {len(samplers)} non-negative numbers with a positive sum, got {weights}")
+            raise ValueError(
+                f"weights must be {len(samplers)} non-negative numbers with a positive sum, got {weights}"
+            )
         self.samplers, self.p = list(samplers), w / w.sum()
 
     def sample(self, seed: int) -> FunctionalTask:  # noqa: D102
@@ -268,8 +289,11 @@ def make_sampler(families: str | Sequence[str], **kwargs) -> TaskSampler:
         if name not in _FAMILIES:
             raise ValueError(f"unknown task family {name!r}; expected one of {sorted(_FAMILIES)}")
         factory = _FAMILIES[name]
-        target = {"least_squares": LeastSquaresSampler, "mlp_digits": MLPSampler, "mlp_mnist1d": MLPSampler}.get(
-            name, LogisticRegressionSampler)
+        target = {
+            "least_squares": LeastSquaresSampler,
+            "mlp_digits": MLPSampler,
+            "mlp_mnist1d": MLPSampler,
+        }.get(name, LogisticRegressionSampler)
         ok = set(inspect.signature(target.__init__).parameters)
         out.append(factory(**{k: v for k, v in kwargs.items() if k in ok}))
     return out[0] if len(out) == 1 else MixtureSampler(out)

@@ -10,6 +10,7 @@ Example::
     31
 """
 
+from lightning_papers.spikellm.callback import SpikeLLMQuantization
 from lightning_papers.spikellm.config import SpikeLLMConfig
 from lightning_papers.spikellm.eval import perplexity
 from lightning_papers.spikellm.gif import GIFQuantizer, gif_levels, mixed_fake_quant
@@ -26,6 +27,7 @@ __all__ = [
     "QuantizationReport",
     "SaliencyStats",
     "SpikeLLMConfig",
+    "SpikeLLMQuantization",
     "SpikeLinear",
     "TINY_LLAMA",
     "fake_quant_weight",

@@ -34,7 +34,7 @@ def load_causal_lm(path: str) -> torch.nn.Module:
 
 
 def quantize(
-    config: SpikeLLMConfig | None = None,
+    quantization: SpikeLLMConfig | None = None,
     model_path: str | None = None,
     train_steps: int = 600,
     corpus: str = "pydoc",
@@ -50,7 +50,7 @@ def quantize(
     """Quantize a causal LM with SpikeLLM, report perplexity before and after, save the quantized model.
 
     Args:
-        config: SpikeLLM settings (YAML key ``config``: ``w_bits``, ``a_bits``, ``extra_bits``, ...).
+        quantization: SpikeLLM settings (YAML key ``quantization``: ``w_bits``, ``a_bits``, ``extra_bits``, ...).
         model_path: a local Hugging Face model directory or a ``CausalLM`` ``.ckpt``; ``None`` trains the
             embedded tiny Llama on the corpus first (``train_steps`` steps, about a minute on a CPU).
         train_steps: steps of the embedded tiny model's training.
@@ -73,7 +73,7 @@ def quantize(
     from lightning_papers.spikellm.quantize import quantize as quantize_model
     from lightning_papers.spikellm.tiny import train_tiny_llama
 
-    config = config if config is not None else SpikeLLMConfig(nsamples=64, seqlen=128)
+    config = quantization if quantization is not None else SpikeLLMConfig(nsamples=64, seqlen=128)
     torch.manual_seed(seed)
     dm = TextDataModule(corpus=corpus, text_files=text_files, tokenizer=tokenizer, seq_len=max(config.seqlen, eval_seqlen), seed=seed)
     dm.setup()

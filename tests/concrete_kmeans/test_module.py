@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import lightning.pytorch as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from sklearn.datasets import make_blobs
 
-import lightning.pytorch as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning_papers.concrete_kmeans import DeepConcreteKMeans, kmeans
 from lightning_papers.data import ArrayDataModule
 

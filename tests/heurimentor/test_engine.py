@@ -116,8 +116,10 @@ def test_persistent_spike_rolls_back_bit_exactly_and_excludes_its_samples(tmp_pa
 
 
 def test_kill_and_resume_gives_the_same_samples_and_losses(tmp_path):
-    def callbacks():
-        return dict(dmu=DataManagementUnit(policy="exp3", policy_every=3, policy_lr=0.3))
+    def callbacks():  # live mixture changes before and after the kill
+        tsm = TrainingStateMonitor(detectors=[{"kind": "relative", "threshold": 1.0, "warmup": 3}], plateau_window=0,
+                                   source_loss_every=2)
+        return dict(tsm=tsm, dmu=DataManagementUnit(policy="exp3", policy_every=1, policy_lr=0.3))
 
     full_trainer, model, dm, (_, _, _, full) = make(tmp_path / "a", 14, **callbacks())
     full_trainer.fit(model, dm)
@@ -134,7 +136,7 @@ def test_kill_and_resume_gives_the_same_samples_and_losses(tmp_path):
     assert sorted(ids) == list(range(14))
     assert [ids[s] for s in range(14)] == [full.ids[s] for s in range(14)]
     assert [losses[s] for s in range(14)] == pytest.approx([full.loss[s] for s in range(14)], rel=1e-6, abs=1e-6)
-    assert dmu2.policy.t > 0
+    assert dmu2.policy.t == 7  # policy updates at every second step, state carried over
 
 
 def test_plateau_advances_the_dmu_stage(tmp_path):

@@ -9,7 +9,6 @@ import torch
 from lightning_papers.heurimentor import (
     EventBus,
     PlateauDetector,
-    PlateauEvent,
     RelativeSpikeDetector,
     RollingMeanSpikeDetector,
     SpikeEvent,
@@ -89,7 +88,7 @@ def test_layer_std_curves_equal_torch_std_and_identical_checkpoints_give_zero():
     model.head = torch.nn.Linear(8, 2)
     curves = layer_std_curves(model.named_parameters())
     assert sorted(curves) == ["bias", "weight"]
-    np.testing.assert_allclose(curves["weight"], [float(l.weight.detach().std()) for l in model.layers], rtol=1e-6)
+    np.testing.assert_allclose(curves["weight"], [float(lin.weight.detach().std()) for lin in model.layers], rtol=1e-6)
     assert trajectory_distances(curves, 0, layer_std_curves(model.named_parameters()), 10)["weight"] == 0.0
     with torch.no_grad():
         for layer in model.layers:

@@ -23,9 +23,29 @@ def test_shipped_preset_is_the_default_and_meta_learned():
 
 def test_meta_train_subcommand_runs_the_shipped_config_shrunk(tmp_path, capsys):
     out = tmp_path / "map.pt"
-    cli.main(["meta-train", "--config", str(CONFIG), "--meta_steps", "2", "--task_pool", "1", "--unroll_steps", "2",
-              "--max_warm_start", "1", "--reference_steps", "5", "--output", str(out),
-              "--checkpoint_dir", str(tmp_path / "ck"), "--progress", "false"])
+    cli.main(
+        [
+            "meta-train",
+            "--config",
+            str(CONFIG),
+            "--meta_steps",
+            "2",
+            "--task_pool",
+            "1",
+            "--unroll_steps",
+            "2",
+            "--max_warm_start",
+            "1",
+            "--reference_steps",
+            "5",
+            "--output",
+            str(out),
+            "--checkpoint_dir",
+            str(tmp_path / "ck"),
+            "--progress",
+            "false",
+        ]
+    )
     text = capsys.readouterr().out
     assert "wrote" in text and out.is_file()
     m = MirrorMap.load(out)

@@ -18,8 +18,11 @@ def _eval_objective(m, tasks, T):
 def test_bound_is_minimised_by_newton_step_on_a_quadratic():
     """On f(x) = ½ λ x² with a linear map h(x) = d·x the bound is λΔ²/2·(c + c/(2c−1)), c = d/λ: minimum at d = λ."""
     lam = 4.0
-    task = FunctionalTask([torch.tensor([[1.0]], dtype=torch.float64)], lambda p: 0.5 * lam * (p[0] ** 2).sum(),
-                          reference=[torch.zeros(1, 1, dtype=torch.float64)])
+    task = FunctionalTask(
+        [torch.tensor([[1.0]], dtype=torch.float64)],
+        lambda p: 0.5 * lam * (p[0] ** 2).sum(),
+        reference=[torch.zeros(1, 1, dtype=torch.float64)],
+    )
     vals = {}
     for d in (2.5, 3.0, 4.0, 6.0, 10.0):
         m = MirrorMap(num_terms=0, init_scale=d).double()
@@ -50,10 +53,23 @@ def test_meta_training_reduces_the_objective(tmp_path):
     held = [sampler.sample(10_000 + i) for i in range(3)]
     for t in held:
         t.reference = reference_solution(t, 300, 0.05)
-    m = MirrorMap(num_slots=2, num_terms=1, assignment="kind", init_scale=30.0)  # far too small steps at start
+    m = MirrorMap(
+        num_slots=2, num_terms=1, assignment="kind", init_scale=30.0
+    )  # far too small steps at start
     before = _eval_objective(m, held, 8)
-    res = meta_train(sampler, m, meta_steps=12, tasks_per_step=2, unroll_steps=8, task_pool=6, meta_lr=0.1,
-                     reference_steps=200, reference_lr=0.05, progress=False, output=tmp_path / "map.pt")
+    res = meta_train(
+        sampler,
+        m,
+        meta_steps=12,
+        tasks_per_step=2,
+        unroll_steps=8,
+        task_pool=6,
+        meta_lr=0.1,
+        reference_steps=200,
+        reference_lr=0.05,
+        progress=False,
+        output=tmp_path / "map.pt",
+    )
     after = _eval_objective(res.mirror_map, held, 8)
     assert after < before - 0.3
     assert res.history[-1]["objective"] < res.history[0]["objective"]
@@ -62,12 +78,23 @@ def test_meta_training_reduces_the_objective(tmp_path):
 
 def test_checkpoint_resume_is_exact(tmp_path):
     sampler = LeastSquaresSampler(dim=3, n=20)
-    kw = dict(tasks_per_step=1, unroll_steps=4, task_pool=3, reference_steps=50, meta_lr=0.05, progress=False,
-              checkpoint_every=2)
+    kw = dict(
+        tasks_per_step=1,
+        unroll_steps=4,
+        task_pool=3,
+        reference_steps=50,
+        meta_lr=0.05,
+        progress=False,
+        checkpoint_every=2,
+    )
     full = meta_train(sampler, MirrorMap(num_terms=1, init_scale=5.0), meta_steps=4, **kw)
-    part = meta_train(sampler, MirrorMap(num_terms=1, init_scale=5.0), meta_steps=2, checkpoint_dir=tmp_path, **kw)
+    part = meta_train(
+        sampler, MirrorMap(num_terms=1, init_scale=5.0), meta_steps=2, checkpoint_dir=tmp_path, **kw
+    )
     assert len(part.history) == 2
-    resumed = meta_train(sampler, MirrorMap(num_terms=1, init_scale=5.0), meta_steps=4, checkpoint_dir=tmp_path, **kw)
+    resumed = meta_train(
+        sampler, MirrorMap(num_terms=1, init_scale=5.0), meta_steps=4, checkpoint_dir=tmp_path, **kw
+    )
     for a, b in zip(full.mirror_map.parameters(), resumed.mirror_map.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
     assert [h["step"] for h in resumed.history] == [1, 2, 3, 4]

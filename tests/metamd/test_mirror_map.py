@@ -6,8 +6,9 @@ from lightning_papers.metamd.mirror_map import _InverseFn
 
 
 def _nonlinear_map(dtype=torch.float64):
-    return MirrorMap.from_values(d=[1.5, 0.8], beta=[[0.7, -0.2], [2.0, 0.5]], gamma=[[1.0, 3.0], [0.5, 20.0]],
-                                 assignment="kind").to(dtype)
+    return MirrorMap.from_values(
+        d=[1.5, 0.8], beta=[[0.7, -0.2], [2.0, 0.5]], gamma=[[1.0, 3.0], [0.5, 20.0]], assignment="kind"
+    ).to(dtype)
 
 
 @pytest.mark.parametrize("slot", [0, 1])
@@ -45,14 +46,22 @@ def test_psi_gradient_is_h():
 def test_gradcheck_inverse_wrt_input_and_map_params():
     """Implicit-function gradients of h⁻¹ w.r.t. u and the map's raw parameters match finite differences."""
     m = _nonlinear_map()
-    u = torch.randn(7, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).mul(3).requires_grad_(True)
+    u = (
+        torch.randn(7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        .mul(3)
+        .requires_grad_(True)
+    )
 
     def f(u, log_d, beta, log_gamma):
         # the same custom Function MirrorMap.h_inverse applies, on differentiable copies of slot 1's raw params
         return _InverseFn.apply(u, log_d, beta, log_gamma, 1e-13, 60)
 
-    args = (u, m.log_d[1].detach().clone().requires_grad_(True), m.beta[1].detach().clone().requires_grad_(True),
-            m.log_gamma[1].detach().clone().requires_grad_(True))
+    args = (
+        u,
+        m.log_d[1].detach().clone().requires_grad_(True),
+        m.beta[1].detach().clone().requires_grad_(True),
+        m.log_gamma[1].detach().clone().requires_grad_(True),
+    )
     assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-6)
 
 
@@ -112,5 +121,12 @@ def test_bad_constructor_arguments():
 
 def test_role_assignment_generic():
     m = MirrorMap(num_slots=4, num_terms=1, assignment="role")
-    ps = [torch.zeros(3, 4), torch.zeros(3), torch.zeros(5, 3), torch.zeros(5), torch.zeros(2, 5), torch.zeros(2)]
+    ps = [
+        torch.zeros(3, 4),
+        torch.zeros(3),
+        torch.zeros(5, 3),
+        torch.zeros(5),
+        torch.zeros(2, 5),
+        torch.zeros(2),
+    ]
     assert m.assign(ps) == [0, 3, 1, 3, 2, 3]

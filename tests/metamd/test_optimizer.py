@@ -20,6 +20,7 @@ def _data(seed=0):
 def _train(model, opt, steps=15, sched=None, clip=None):
     x, y = _data()
     for _ in range(steps):
+
         def closure():
             opt.zero_grad()
             loss = nn.functional.cross_entropy(model(x), y)
@@ -27,22 +28,27 @@ def _train(model, opt, steps=15, sched=None, clip=None):
             if clip:
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
             return loss
+
         opt.step(closure)
         if sched is not None:
             sched.step()
 
 
 def _nonlinear_map():
-    return MirrorMap.from_values(d=[2.0, 1.0], beta=[[0.5, 0.3], [0.2, 0.1]], gamma=[[2.0, 10.0], [1.0, 5.0]],
-                                 assignment="kind")
+    return MirrorMap.from_values(
+        d=[2.0, 1.0], beta=[[0.5, 0.3], [0.2, 0.1]], gamma=[[2.0, 10.0], [1.0, 5.0]], assignment="kind"
+    )
 
 
-@pytest.mark.parametrize("kw", [
-    {},
-    {"momentum": 0.9},
-    {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
-    {"momentum": 0.5, "dampening": 0.1, "maximize": True},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"momentum": 0.9},
+        {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
+        {"momentum": 0.5, "dampening": 0.1, "maximize": True},
+    ],
+)
 def test_identity_map_equals_sgd_bit_for_bit(kw):
     a, b = _model(), _model()
     opt_a = torch.optim.SGD(a.parameters(), lr=0.1, foreach=False, **kw)
@@ -53,13 +59,18 @@ def test_identity_map_equals_sgd_bit_for_bit(kw):
     _train(b, opt_b, sched=sb, clip=1.0)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
-    assert torch.equal(opt_a.state[next(a.parameters())].get("momentum_buffer", torch.zeros(1)),
-                       opt_b.state[next(b.parameters())].get("momentum_buffer", torch.zeros(1)))
+    assert torch.equal(
+        opt_a.state[next(a.parameters())].get("momentum_buffer", torch.zeros(1)),
+        opt_b.state[next(b.parameters())].get("momentum_buffer", torch.zeros(1)),
+    )
 
 
 def test_identity_map_equals_sgd_with_param_groups():
     a, b = _model(), _model()
-    groups = lambda m: [{"params": m[0].parameters(), "lr": 0.05}, {"params": m[2].parameters(), "momentum": 0.9}]
+
+    def groups(m):
+        return [{"params": m[0].parameters(), "lr": 0.05}, {"params": m[2].parameters(), "momentum": 0.9}]
+
     opt_a = torch.optim.SGD(groups(a), lr=0.2, foreach=False)
     opt_b = MetaMirrorDescent(groups(b), lr=0.2, mirror_map=MirrorMap.identity())
     _train(a, opt_a)
@@ -158,3 +169,48 @@ def test_map_from_file_path(tmp_path):
     assert opt.mirror_map.assignment == "kind"
     opt2 = copy.deepcopy(opt)
     assert opt2.mirror_map is not opt.mirror_map
+
+
+def test_cached_dual_iterate_is_invalidated_by_external_edits():
+    """The cached h(θ) is reused only while θ is untouched; an in-place edit of θ forces a fresh h(θ)."""
+    a = _model()
+    opt = MetaMirrorDescent(a.parameters(), lr=0.5, mirror_map=_nonlinear_map())
+    _train(a, opt, steps=3)
+    with torch.no_grad():
+        for p in a.parameters():
+            p.mul_(0.5)  # e.g. a user's weight rescaling between steps
+    b = copy.deepcopy(a)
+    fresh = MetaMirrorDescent(b.parameters(), lr=0.5, mirror_map=_nonlinear_map())  # no cached state
+    _train(a, opt, steps=1)
+    _train(b, fresh, steps=1)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6)
+    # and the cached dual is h(θ) of the current parameters
+    m = opt.mirror_map
+    for p in a.parameters():
+        s = 0 if p.dim() >= 2 else 1
+        assert torch.allclose(opt.state[p]["dual"], m.h(p.detach(), s), atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["fused", "bracketed_fallback", "per_slot_large_model_path"])
+def test_all_solver_paths_give_the_mirror_step(variant, monkeypatch):
+    import lightning_papers.metamd.optimizer as optmod
+
+    model = _model()
+    m = _nonlinear_map()
+    kw = {"max_newton_iter": 1} if variant == "bracketed_fallback" else {}
+    if variant == "per_slot_large_model_path":
+        monkeypatch.setattr(optmod, "FUSED_MAX_NUMEL", 0)
+    opt = MetaMirrorDescent(model.parameters(), lr=5.0, mirror_map=m, **kw)  # big steps: Newton needs > 1 iteration
+    x, y = _data()
+    for _ in range(2):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        before = [p.detach().clone() for p in model.parameters()]
+        grads = [p.grad.clone() for p in model.parameters()]
+        opt.step()
+        m64 = copy.deepcopy(m).double()
+        for p, p0, g in zip(model.parameters(), before, grads):
+            s = 0 if p.dim() >= 2 else 1
+            expect = m64.h_inverse(m64.h(p0.double(), s) - 5.0 * g.double(), s)
+            assert torch.allclose(p.double(), expect, atol=2e-5)

@@ -39,7 +39,7 @@ def test_quantize_subcommand_on_a_local_model(trained_model, tmp_path):
     out = tmp_path / "q"
     cfg = tmp_path / "q.yaml"
     cfg.write_text(
-        "config:\n  w_bits: 4\n  a_bits: 4\n  extra_bits: 1\n  salient_fraction: 0.1\n  nsamples: 8\n  seqlen: 64\n"
+        "quantization:\n  w_bits: 4\n  a_bits: 4\n  extra_bits: 1\n  salient_fraction: 0.1\n  nsamples: 8\n  seqlen: 64\n"
         f"model_path: {tmp_path / 'fp'}\neval_seqlen: 64\nmax_eval_windows: 16\noutput_dir: {out}\n"
     )
     main(["quantize", "--config", str(cfg)])
@@ -48,3 +48,19 @@ def test_quantize_subcommand_on_a_local_model(trained_model, tmp_path):
     model = load_quantized(out)
     assert len(quantized_linears(model)) == 14
     assert model.model.layers[1].self_attn.o_proj.config.extra_bits == 1
+
+
+@pytest.mark.parametrize("name", ["tiny_w4a4_spike", "tiny_w2a16_gptq_spike", "tiny_ternary", "llama2_7b_w4a4"])
+def test_quantize_configs_parse_into_a_validated_config(name):
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from lightning_papers.spikellm.commands import quantize
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_function_arguments(quantize, fail_untyped=False)
+    cfg = parser.instantiate_classes(parser.parse_args(["--config", f"cli_configs/spikellm/{name}.yaml"]))
+    q = cfg.quantization
+    assert isinstance(q, SpikeLLMConfig)
+    assert q.extra_bits == 1 and q.salient_fraction == 0.1
+    assert q.spike_weights == (q.a_bits == 16)

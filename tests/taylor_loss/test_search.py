@@ -15,8 +15,8 @@ from lightning_papers.taylor_loss import (
     train_and_evaluate,
 )
 
-TINY = [SearchTask("digits", "symmetric", 0.4, hidden=(8,), seed=3)]
-KW = dict(degree=2, popsize=3, epochs=4, sigma0=0.4, seed=7)
+TINY = [SearchTask("digits", "symmetric", 0.4, hidden=(16,), seed=3)]
+KW = dict(degree=2, popsize=3, epochs=15, sigma0=0.5, seed=7)
 
 
 def _run(out, generations, workers=0, resume=True, callback=None):
@@ -134,3 +134,28 @@ def test_search_loss_cli(tmp_path):
             ["search-loss", "--noise", "[gaussian:0.1]", "--out_dir", str(tmp_path / "bad"), "--workers", "0"]
         )
     torch.manual_seed(0)
+
+
+def test_search_config_file_parses_to_the_shipped_recipe():
+    from pathlib import Path
+
+    import yaml
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from lightning_papers.taylor_loss.commands import search_loss
+    from lightning_papers.taylor_loss.loss import load_preset
+
+    root = Path(__file__).resolve().parents[2]
+    parser = ArgumentParser()
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_function_arguments(search_loss, as_positional=True, fail_untyped=False)
+    cfg = parser.parse_args(["--config", str(root / "cli_configs/taylor_loss/search_digits.yaml")])
+    recipe = load_preset("robust")["recipe"]
+    assert cfg.degree == recipe["degree"] and cfg.popsize == recipe["popsize"] and cfg.seed == recipe["seed"]
+    assert cfg.epochs == recipe["epochs"] and cfg.lr == recipe["lr"] and cfg.sigma0 == recipe["sigma0"]
+    assert len(cfg.datasets) * len(cfg.noise) * len(cfg.task_seeds) == len(recipe["tasks"])
+    assert {t["n_samples"] for t in recipe["tasks"]} == {cfg.mnist1d_samples}
+    assert (
+        yaml.safe_load((root / "cli_configs/taylor_loss/search_digits.yaml").read_text())["preset_name"]
+        == "robust"
+    )

@@ -48,7 +48,7 @@ def main(steps: int = 200) -> None:
         stages=[{"name": "all", "weights": {"prose": 0.4, "code": 0.4, "qa": 0.2}}],
         corrupt_source="code", corrupt_start=16 * 80, corrupt_stop=16 * 140,  # noise in "code" for steps 80-140
     )
-    tsm = TrainingStateMonitor(detectors=[{"kind": "relative", "threshold": 0.2, "warmup": 20}], heldout_every=50,
+    tsm = TrainingStateMonitor(detectors=[{"kind": "rolling", "window": 20, "ratio": 1.3}], heldout_every=50,
                                trajectory_every=50, log_dir="heurimentor_example")
     ate = AdaptiveTrainingEngine(rollback_after=3, snapshot_every=10, max_rollbacks=3)
     dmu = DataManagementUnit(downweight_on_spike=0.25)

@@ -44,14 +44,14 @@ class Settings:
     # concrete k-means recipe
     concrete: dict[str, Any] = field(
         default_factory=lambda: dict(
-            recon_weight=1.0, cluster_weight=0.3, tau_start=1.0, tau_end=0.1, tau_schedule="exponential",
+            recon_weight=1.0, cluster_weight=0.1, tau_start=1.0, tau_end=0.1, tau_schedule="exponential",
             objective="distortion", normalize=True, logit_scale=10.0,
         )
     )
     # the estimator as we read the paper: ||z - a^T mu||^2, logits -||z - mu||^2, no normalisation
     literal: dict[str, Any] = field(
         default_factory=lambda: dict(
-            recon_weight=1.0, cluster_weight=0.3, tau_start=1.0, tau_end=0.1, tau_schedule="exponential",
+            recon_weight=1.0, cluster_weight=0.1, tau_start=1.0, tau_end=0.1, tau_schedule="exponential",
             objective="quantization", normalize=False, logit_scale=1.0,
         )
     )
@@ -76,12 +76,19 @@ def _trainer(max_epochs: int):
 
 
 def _fit(model, loader, epochs: int) -> None:
+    import logging
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-        _trainer(epochs).fit(model, loader)
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    log.setLevel(logging.WARNING)  # 20 trainers per run: keep their banners out of the bench output
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(does not have many workers|GPU available but not used).*")
+            warnings.filterwarnings("ignore", message=".*(no `val_dataloader`|LeafSpec).*")
+            _trainer(epochs).fit(model, loader)
+    finally:
+        log.setLevel(level)
 
 
 def run_seed(x: np.ndarray, y: np.ndarray, seed: int, s: Settings, variants: list[str]) -> dict[str, dict]:

@@ -73,7 +73,7 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         objective: Literal["distortion", "quantization"] = "distortion",
         normalize: bool = True,
         logit_scale: float = 10.0,
-        cluster_weight: float = 1.0,
+        cluster_weight: float = 0.1,
         recon_weight: float = 1.0,
         tau_start: float = 1.0,
         tau_end: float = 0.1,

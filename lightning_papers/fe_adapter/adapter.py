@@ -103,11 +103,17 @@ class FEAdapterConfig:
         if isinstance(self.bottleneck, bool) or not isinstance(self.bottleneck, (int, float)):
             raise TypeError(f"bottleneck must be an int width or a float fraction, got {self.bottleneck!r}")
         if isinstance(self.bottleneck, float) and not 0.0 < self.bottleneck <= 1.0:
-            raise ValueError(f"a float bottleneck is a fraction of the embed dim in (0, 1], got {self.bottleneck}")
+            raise ValueError(
+                f"a float bottleneck is a fraction of the embed dim in (0, 1], got {self.bottleneck}"
+            )
         if isinstance(self.bottleneck, int) and self.bottleneck < 1:
             raise ValueError(f"bottleneck width must be >= 1, got {self.bottleneck}")
         self.dilations = tuple(int(d) for d in self.dilations)
-        if not self.dilations or any(d < 1 for d in self.dilations) or len(set(self.dilations)) != len(self.dilations):
+        if (
+            not self.dilations
+            or any(d < 1 for d in self.dilations)
+            or len(set(self.dilations)) != len(self.dilations)
+        ):
             raise ValueError(f"dilations must be distinct positive ints, got {self.dilations!r}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd int, got {self.kernel_size}")
@@ -159,7 +165,9 @@ class FEAdapter(nn.Module):
         True
     """
 
-    def __init__(self, dim: int, num_frames: int, config: FEAdapterConfig | None = None, num_prefix_tokens: int = 1):
+    def __init__(
+        self, dim: int, num_frames: int, config: FEAdapterConfig | None = None, num_prefix_tokens: int = 1
+    ):
         super().__init__()
         config = config or FEAdapterConfig()
         if dim < 1:
@@ -195,7 +203,9 @@ class FEAdapter(nn.Module):
         if config.temporal and config.dynamic and len(dilations) > 1:
             if config.router_hidden:
                 self.router = nn.Sequential(
-                    nn.Linear(c, config.router_hidden), nn.GELU(), nn.Linear(config.router_hidden, len(dilations))
+                    nn.Linear(c, config.router_hidden),
+                    nn.GELU(),
+                    nn.Linear(config.router_hidden, len(dilations)),
                 )
             else:
                 self.router = nn.Sequential(nn.Linear(c, len(dilations)))
@@ -291,7 +301,9 @@ def _embed_dim(vit: nn.Module) -> int:
     raise TypeError(f"cannot find the embedding dimension of {type(vit).__name__} (expected .embed_dim)")
 
 
-def inject_fe_adapters(vit: nn.Module, num_frames: int, config: FEAdapterConfig | None = None, freeze: bool = True) -> nn.Module:
+def inject_fe_adapters(
+    vit: nn.Module, num_frames: int, config: FEAdapterConfig | None = None, freeze: bool = True
+) -> nn.Module:
     """Freeze a timm Vision Transformer and insert an FE-Adapter before each selected block (in place).
 
     Works like PEFT's ``get_peft_model``: afterwards only the adapters require gradients (the caller adds a

@@ -155,8 +155,14 @@ def parse_dfew(
     _check_fold(fold)
     _check_split(split)
     root = Path(root)
-    table = _require(root / "EmoLabel_DataSplit" / f"{split}(single-labeled)" / f"set_{fold}.csv", "DFEW split file")
-    dirs = [video_dir] if video_dir else (["Clip/clip_224x224", "Clip/original"] if source != "video" else ["Clip/original"])
+    table = _require(
+        root / "EmoLabel_DataSplit" / f"{split}(single-labeled)" / f"set_{fold}.csv", "DFEW split file"
+    )
+    dirs = (
+        [video_dir]
+        if video_dir
+        else (["Clip/clip_224x224", "Clip/original"] if source != "video" else ["Clip/original"])
+    )
     samples, missing = [], []
     with table.open(newline="") as fh:
         for n, row in enumerate(csv.reader(fh)):
@@ -197,12 +203,9 @@ def parse_ferv39k(
         if len(fields) < 2:
             continue
         rel, label = fields[0], fields[-1]
-        try:
-            index = _label_index(label, FERV39K_CLASSES, str(table))
-        except ValueError:
-            if n == 0:
-                continue  # header
-            raise
+        if n == 0 and label.lower() in ("label", "labels", "emotion", "class", "category"):
+            continue  # header line
+        index = _label_index(label, FERV39K_CLASSES, str(table))
         path = _locate(root, [base], rel, "auto")
         if path is None:
             missing.append(rel)
@@ -223,7 +226,9 @@ def parse_mafw(
     _check_fold(fold)
     _check_split(split)
     root = Path(root)
-    table = _require(root / "split" / "single" / "no_caption" / f"set_{fold}" / f"{split}.txt", "MAFW split file")
+    table = _require(
+        root / "split" / "single" / "no_caption" / f"set_{fold}" / f"{split}.txt", "MAFW split file"
+    )
     dirs = [video_dir] if video_dir else ["data/clips", "clips", "data/frames", "frames", "videos"]
     samples, missing = [], []
     for line in table.read_text().splitlines():
@@ -265,12 +270,15 @@ def parse_folder(root: str | Path) -> tuple[list[VideoSample], list[str]]:
 def _warn_missing(missing: list[str], table: Path) -> None:
     if missing:
         warnings.warn(
-            f"{len(missing)} clips listed in {table} were not found and are skipped, e.g. {missing[:3]}", stacklevel=3
+            f"{len(missing)} clips listed in {table} were not found and are skipped, e.g. {missing[:3]}",
+            stacklevel=3,
         )
 
 
 # -------------------------------------------------------------------------------------- sampling
-def sample_indices(num_available: int, num_frames: int, train: bool, generator: torch.Generator | None = None) -> list[int]:
+def sample_indices(
+    num_available: int, num_frames: int, train: bool, generator: torch.Generator | None = None
+) -> list[int]:
     """TSN segment sampling of ``num_frames`` indices from a clip of ``num_available`` frames.
 
     The clip is cut into ``num_frames`` equal segments; training takes a random frame of each segment,
@@ -363,7 +371,9 @@ class ClipTransform:
             top, left = (h - crop) // 2, (w - crop) // 2
             x = x[..., top : top + crop, left : left + crop]
         if x.shape[-2:] != (self.img_size, self.img_size):
-            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False, antialias=True
+            )
         return (x - self.mean) / self.std
 
 
@@ -400,7 +410,11 @@ class VideoClipDataset(Dataset):
     def num_available(self, sample: VideoSample) -> int:
         n = self.frame_counts.get(sample.path)
         if n is None:
-            n = len(frame_files(sample.path)) if sample.is_frames else video_num_frames(sample.path, self.backend)
+            n = (
+                len(frame_files(sample.path))
+                if sample.is_frames
+                else video_num_frames(sample.path, self.backend)
+            )
             self.frame_counts[sample.path] = n
         return n
 
@@ -410,7 +424,9 @@ class VideoClipDataset(Dataset):
             if sample.path not in self._decoded:
                 files = frame_files(sample.path) if sample.is_frames else None
                 self._decoded[sample.path] = (
-                    _read_frames(files, range(len(files))) if files is not None else read_video(sample.path, backend=self.backend)
+                    _read_frames(files, range(len(files)))
+                    if files is not None
+                    else read_video(sample.path, backend=self.backend)
                 )
             frames = self._decoded[sample.path]
             return frames[sample_indices(len(frames), self.num_frames, self.train)]
@@ -483,7 +499,7 @@ class SyntheticEmotionVideos:
     Example::
 
         >>> import tempfile
-        >>> gen = SyntheticEmotionVideos(tempfile.mkdtemp(), num_clips=8, clip_len=4, size=16)
+        >>> gen = SyntheticEmotionVideos(tempfile.mkdtemp(), num_clips=8, clip_len=4, size=32)
         >>> root = gen.prepare()
         >>> sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(SYNTHETIC_CLASSES)
         True
@@ -505,11 +521,13 @@ class SyntheticEmotionVideos:
             raise ValueError(f"num_clips must be >= {len(SYNTHETIC_CLASSES)}, got {num_clips}")
         if clip_len < 2:
             raise ValueError(f"clip_len must be >= 2, got {clip_len}")
-        if size < 16 or size % 2:
-            raise ValueError(f"size must be an even int >= 16, got {size}")
+        if size < 32 or size % 2:  # decord 0.6 mis-copies frames narrower than 32 px
+            raise ValueError(f"size must be an even int >= 32, got {size}")
         if noise < 0:
             raise ValueError(f"noise must be >= 0, got {noise}")
-        self.settings = dict(num_clips=num_clips, clip_len=clip_len, size=size, seed=seed, fps=fps, noise=noise, version=1)
+        self.settings = dict(
+            num_clips=num_clips, clip_len=clip_len, size=size, seed=seed, fps=fps, noise=noise, version=1
+        )
         if root is None:
             digest = hashlib.sha1(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:10]
             root = Path.home() / ".cache" / "lightning_papers" / "fe_adapter" / f"synthetic-{digest}"
@@ -555,13 +573,16 @@ class SyntheticEmotionVideos:
             # mouth: y = mouth_y - curv * (x - cx)^2 / w^2 over |x - cx| <= w, ~1.5 px thick
             rel = (xx - cx) / mouth_w
             curve_y = mouth_y - curv * rel**2 + curv * 0.5
-            mouth = np.clip(1.4 * u - np.abs(yy - curve_y), 0.0, 1.0) * np.clip((1.0 - np.abs(rel)) * mouth_w, 0.0, 1.0)
+            mouth = np.clip(1.4 * u - np.abs(yy - curve_y), 0.0, 1.0) * np.clip(
+                (1.0 - np.abs(rel)) * mouth_w, 0.0, 1.0
+            )
             brow_y = eye_y - (3.0 + 2.0 * s[i]) * u
             brows = np.zeros_like(face)
             for ex in (cx - eye_dx, cx + eye_dx):
                 brows = np.maximum(
                     brows,
-                    np.clip(1.2 * u - np.abs(yy - brow_y), 0.0, 1.0) * np.clip((2.5 * u - np.abs(xx - ex)), 0.0, 1.0),
+                    np.clip(1.2 * u - np.abs(yy - brow_y), 0.0, 1.0)
+                    * np.clip((2.5 * u - np.abs(xx - ex)), 0.0, 1.0),
                 )
             marks = np.maximum(np.maximum(eyes, mouth), brows)[..., None]
             img = background * (1 - face[..., None]) + skin * face[..., None]
@@ -676,16 +697,33 @@ class VideoEmotionDataModule(L.LightningDataModule):
             )
         if val_fraction is None:
             val_fraction = 0.15 if dataset in ("synthetic", "folder") else 0.0
-        if not (0.0 <= val_fraction < 1.0 and 0.0 <= test_fraction < 1.0 and val_fraction + test_fraction < 1.0):
-            raise ValueError(f"val_fraction and test_fraction must be in [0, 1) with a sum < 1, got {val_fraction}, {test_fraction}")
+        if not (
+            0.0 <= val_fraction < 1.0 and 0.0 <= test_fraction < 1.0 and val_fraction + test_fraction < 1.0
+        ):
+            raise ValueError(
+                f"val_fraction and test_fraction must be in [0, 1) with a sum < 1, got {val_fraction}, {test_fraction}"
+            )
         self.save_hyperparameters()
-        self.dataset, self.root, self.fold, self.source, self.video_dir = dataset, root, fold, source, video_dir
-        self.num_frames, self.img_size, self.batch_size, self.num_workers = num_frames, img_size, batch_size, num_workers
+        self.dataset, self.root, self.fold, self.source, self.video_dir = (
+            dataset,
+            root,
+            fold,
+            source,
+            video_dir,
+        )
+        self.num_frames, self.img_size, self.batch_size, self.num_workers = (
+            num_frames,
+            img_size,
+            batch_size,
+            num_workers,
+        )
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.backend, self.scan_files = backend, scan_files
         self.cache_decoded = dataset == "synthetic" if cache_decoded is None else cache_decoded
         self.synthetic = dict(synthetic or {})
-        self._tf = dict(mean=tuple(mean), std=tuple(std), scale=tuple(train_scale), hflip=hflip, crop_pct=crop_pct)
+        self._tf = dict(
+            mean=tuple(mean), std=tuple(std), scale=tuple(train_scale), hflip=hflip, crop_pct=crop_pct
+        )
         self.class_names: list[str] = {
             "synthetic": list(SYNTHETIC_CLASSES), "dfew": list(DFEW_CLASSES), "ferv39k": list(FERV39K_CLASSES),
             "mafw": list(MAFW_CLASSES), "folder": [],
@@ -716,7 +754,11 @@ class VideoEmotionDataModule(L.LightningDataModule):
     # -- split logic
     def _splits(self) -> tuple[list[VideoSample], list[VideoSample], list[VideoSample]]:
         if self.dataset in ("synthetic", "folder"):
-            root = Path(self.root) if self.dataset == "folder" else SyntheticEmotionVideos(self.root, **self.synthetic).prepare()
+            root = (
+                Path(self.root)
+                if self.dataset == "folder"
+                else SyntheticEmotionVideos(self.root, **self.synthetic).prepare()
+            )
             if self.dataset == "folder" and (root / "train").is_dir():
                 train, classes = parse_folder(root / "train")
                 val = parse_folder(root / "val")[0] if (root / "val").is_dir() else []
@@ -777,10 +819,19 @@ class VideoEmotionDataModule(L.LightningDataModule):
         if self._scan_skipped:
             warnings.warn(f"{len(self._scan_skipped)} unreadable clip(s) skipped in total", stacklevel=2)
         make = lambda items, is_train: VideoClipDataset(  # noqa: E731
-            items, self.num_frames, is_train, ClipTransform(self.img_size, is_train, **self._tf), self.backend,
-            self._frame_counts, self.cache_decoded,
+            items,
+            self.num_frames,
+            is_train,
+            ClipTransform(self.img_size, is_train, **self._tf),
+            self.backend,
+            self._frame_counts,
+            self.cache_decoded,
         )
-        self.train_dataset, self.val_dataset, self.test_dataset = make(train, True), make(val, False), make(test, False)
+        self.train_dataset, self.val_dataset, self.test_dataset = (
+            make(train, True),
+            make(val, False),
+            make(test, False),
+        )
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -806,7 +857,9 @@ class VideoEmotionDataModule(L.LightningDataModule):
         return self._loader(self.test_dataset, False)
 
 
-def _split(samples: list[VideoSample], fraction: float, seed: int) -> tuple[list[VideoSample], list[VideoSample]]:
+def _split(
+    samples: list[VideoSample], fraction: float, seed: int
+) -> tuple[list[VideoSample], list[VideoSample]]:
     """Seeded stratified split: ``(kept, held_out)`` with ~``fraction`` of each class held out."""
     if fraction <= 0:
         return list(samples), []

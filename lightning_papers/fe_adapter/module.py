@@ -220,7 +220,13 @@ class FEAdapterClassifier(L.LightningModule):
         logits = self(clips)
         loss = self.criterion(logits, y)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
-        self.log("train/acc", (logits.argmax(-1) == y).float().mean(), on_epoch=True, on_step=False, batch_size=len(y))
+        self.log(
+            "train/acc",
+            (logits.argmax(-1) == y).float().mean(),
+            on_epoch=True,
+            on_step=False,
+            batch_size=len(y),
+        )
         return loss
 
     def _eval_step(self, batch, stage: str) -> None:
@@ -288,8 +294,9 @@ class FEAdapterClassifier(L.LightningModule):
     # ----------------------------------------------------------------------------------- checkpoint
     def _trainable_keys(self) -> set[str]:
         keys = {n for n, p in self.named_parameters() if p.requires_grad}
-        for name, _ in self.named_buffers():  # adapter/head buffers travel with their trainable weights
-            if not name.startswith("backbone.") or ".fe_adapter." in name:
+        params = {n for n, _ in self.named_parameters()}
+        for name in self.state_dict():  # persistent adapter/head buffers travel with their trainable weights
+            if name not in params and (not name.startswith("backbone.") or ".fe_adapter." in name):
                 keys.add(name)
         return keys
 
@@ -297,7 +304,9 @@ class FEAdapterClassifier(L.LightningModule):
         """Keep only trainable weights; the frozen backbone is rebuilt from its name (and seed) on load."""
         keep = self._trainable_keys()
         state = checkpoint["state_dict"]
-        checkpoint["state_dict"] = {k: v for k, v in state.items() if k in keep or not k.startswith("backbone.")}
+        checkpoint["state_dict"] = {
+            k: v for k, v in state.items() if k in keep or not k.startswith("backbone.")
+        }
         checkpoint[_CKPT_KEY] = {
             "backbone": self.hparams.backbone,
             "pretrained": self.hparams.pretrained,
@@ -325,7 +334,9 @@ class FEAdapterClassifier(L.LightningModule):
         own = self.state_dict()
         missing = sorted(k for k in self._trainable_keys() if k not in state)
         if missing:
-            raise ValueError(f"checkpoint lacks trainable tensors: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+            raise ValueError(
+                f"checkpoint lacks trainable tensors: {missing[:5]}{' ...' if len(missing) > 5 else ''}"
+            )
         for key, value in own.items():
             state.setdefault(key, value)
         expected = meta.get("frozen_fingerprint")

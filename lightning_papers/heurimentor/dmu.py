@@ -136,6 +136,9 @@ class DataManagementUnit(L.Callback):
         policy_every: update the online policy every N steps.
         downweight_on_spike: multiply the weight of the source blamed for a spike by this factor
             (1.0: off); the penalty persists across stages and rollbacks.
+        policy_smoothing: EMA factor of the EXP3 rewards.
+        penalty_halflife: a penalty recovers towards 1 by doubling every this many steps without a spike
+            (checked every ``policy_every`` steps; 0: penalties are permanent).
 
     Raises:
         ValueError: when a training batch carries no ``source_ids`` / ``positions``.
@@ -156,6 +159,7 @@ class DataManagementUnit(L.Callback):
         policy_every: int = 10,
         downweight_on_spike: float = 0.25,
         policy_smoothing: float = 0.9,
+        penalty_halflife: int = 100,
     ) -> None:
         super().__init__()
         if policy not in ("fixed", "exp3"):
@@ -168,6 +172,10 @@ class DataManagementUnit(L.Callback):
         self.sampler = sampler
         self.policy_name, self.policy_floor, self.policy_lr = policy, policy_floor, policy_lr
         self.policy_every, self.downweight_on_spike, self.policy_smoothing = policy_every, downweight_on_spike, policy_smoothing
+        if penalty_halflife < 0:
+            raise ValueError(f"penalty_halflife must be >= 0, got {penalty_halflife}")
+        self.penalty_halflife = penalty_halflife
+        self._calm = 0  # steps since the last spike
         self.policy: EXP3Policy | None = None
         self.penalties: dict[str, float] = {}
         self.trained_next = 0
@@ -243,6 +251,13 @@ class DataManagementUnit(L.Callback):
         w = {k: v * self.penalties.get(k, 1.0) for k, v in base.items()}
         self.set_weights(_with_floor(w, self.policy_floor), reason=reason)
 
+    def _apply_from_stage(self, reason: str) -> None:
+        """Weights = current stage weights x penalties (floored), for the fixed policy."""
+        stage = self.sampler.stages[min(self.sampler.stage_index, len(self.sampler.stages) - 1)]
+        base = {k: stage.weights.get(k, 0.0) for k in self.sampler.sources}
+        w = {k: v * self.penalties.get(k, 1.0) for k, v in base.items()}
+        self.set_weights(_with_floor(w, self.policy_floor), reason=reason)
+
     def restore(self, state: Mapping[str, Any]) -> None:
         """Restore the mixture state from :meth:`state_dict` (used by the ATE on rollback); penalties persist."""
         penalties = dict(self.penalties)
@@ -273,10 +288,22 @@ class DataManagementUnit(L.Callback):
                 self._apply_penalties(reason="stage change (keep penalties)")
 
     def _on_step(self, event: StepEvent) -> None:
+        if event.spike:
+            self._calm = 0
         if event.spike and event.culprit is not None and self.downweight_on_spike < 1.0:
-            self.penalties[event.culprit] = self.penalties.get(event.culprit, 1.0) * self.downweight_on_spike
+            self.penalties[event.culprit] = max(self.penalties.get(event.culprit, 1.0) * self.downweight_on_spike, 1e-3)
             self._apply_penalties(reason=f"spike blamed on {event.culprit}")
             return
+        if not event.spike:
+            self._calm += 1
+            if self.penalties and self.penalty_halflife and self._calm % self.policy_every == 0:
+                factor = 2.0 ** (self.policy_every / self.penalty_halflife)
+                self.penalties = {k: min(1.0, v * factor) for k, v in self.penalties.items()}
+                recovered = [k for k, v in self.penalties.items() if v >= 1.0]
+                for k in recovered:
+                    del self.penalties[k]
+                if self.policy is None:  # the policy branch below applies penalties itself
+                    self._apply_from_stage(reason="penalty recovery")
         if self.policy is not None and event.source_loss and not event.spike:
             self._step += 1
             if self._step % self.policy_every == 0:
@@ -296,6 +323,7 @@ class DataManagementUnit(L.Callback):
             "trained_next": self.trained_next,
             "last_stage": self.last_stage,
             "step": self._step,
+            "calm": self._calm,
         }
 
     def _restore(self, state: Mapping[str, Any]) -> None:
@@ -309,6 +337,7 @@ class DataManagementUnit(L.Callback):
         self._trained = False  # the restored sampler's live state is the trained state
         self.last_stage = int(state["last_stage"])
         self._step = int(state.get("step", 0))
+        self._calm = int(state.get("calm", 0))
 
     def _apply_loaded(self) -> None:
         state, self._loaded = self._loaded, None

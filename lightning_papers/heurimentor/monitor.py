@@ -411,6 +411,9 @@ class TrainingStateMonitor(L.Callback):
         names = getattr(dm, "source_names", None)
         if names:
             self.source_names = list(names)
+        sampler = getattr(dm, "sampler", None)
+        if sampler is not None and not self.weights_history and hasattr(sampler, "weights"):
+            self.weights_history.append((0, 0, dict(sampler.weights)))  # starting mixture, for the dashboard
         root = Path(self.log_dir or trainer.log_dir or trainer.default_root_dir)
         self._log_file = root / "heurimentor.log"
         self.out_dir = root

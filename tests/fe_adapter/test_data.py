@@ -25,7 +25,7 @@ from lightning_papers.fe_adapter.data import (
 )
 
 
-def _frames(n=6, size=16, seed=0):
+def _frames(n=6, size=32, seed=0):
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 255, size=(1, size, size, 3))
     ramp = np.arange(n).reshape(n, 1, 1, 1) * 20
@@ -52,7 +52,7 @@ def test_video_and_frame_folder_give_identical_clips(tmp_path):
     video = write_video(tmp_path / "clip.mp4", _frames(12))
     backend = "decord" if decord_available() else "pyav"
     decoded = read_video(video, backend=backend)
-    assert decoded.shape == (12, 16, 16, 3)
+    assert decoded.shape == (12, 32, 32, 3)
     _write_frames(tmp_path / "clip_frames", decoded)  # lossless PNG copy of the decoded frames
     tf = ClipTransform(16, train=False)
     samples = [VideoSample(video, 0), VideoSample(tmp_path / "clip_frames", 0)]
@@ -100,7 +100,9 @@ def test_dfew_layout_with_label_shift_and_frame_folders(tmp_path):
 def test_ferv39k_layout(tmp_path):
     setups = tmp_path / "4_setups" / "All_scenes"
     setups.mkdir(parents=True)
-    (setups / "train_All.csv").write_text("Action/Happy/0001 Happy\nAction/Sad/0002 Sad\nDaily/Fear/0003 Fear\n")
+    (setups / "train_All.csv").write_text(
+        "Action/Happy/0001 Happy\nAction/Sad/0002 Sad\nDaily/Fear/0003 Fear\n"
+    )
     (setups / "test_All.csv").write_text("Action/Angry/0004 Angry\n")
     for rel in ("Action/Happy/0001", "Action/Sad/0002", "Daily/Fear/0003", "Action/Angry/0004"):
         _write_frames(tmp_path / "2_ClipsforFaceCrop" / rel, _frames(3))
@@ -132,7 +134,15 @@ def test_folder_layout_and_datamodule_split(tmp_path):
             write_video(tmp_path / c / f"v{i}.mp4", _frames(4, seed=i))
     samples, classes = parse_folder(tmp_path)
     assert classes == ["calm", "excited"] and len(samples) == 10
-    dm = VideoEmotionDataModule("folder", root=str(tmp_path), num_frames=3, img_size=16, batch_size=4, val_fraction=0.2, test_fraction=0.2)
+    dm = VideoEmotionDataModule(
+        "folder",
+        root=str(tmp_path),
+        num_frames=3,
+        img_size=16,
+        batch_size=4,
+        val_fraction=0.2,
+        test_fraction=0.2,
+    )
     dm.setup()
     sizes = (len(dm.train_dataset), len(dm.val_dataset), len(dm.test_dataset))
     assert sum(sizes) == 10 and min(sizes) >= 2 and dm.class_names == classes
@@ -150,7 +160,9 @@ def test_unreadable_files_are_skipped_with_warning_and_counted(tmp_path):
     (tmp_path / "bad").mkdir()
     write_video(tmp_path / "bad" / "good.mp4", _frames(4, seed=2))
     # up-front scan
-    dm = VideoEmotionDataModule("folder", root=str(tmp_path), num_frames=2, img_size=16, val_fraction=0.0, test_fraction=0.0)
+    dm = VideoEmotionDataModule(
+        "folder", root=str(tmp_path), num_frames=2, img_size=16, val_fraction=0.0, test_fraction=0.0
+    )
     with pytest.warns(UserWarning, match="corrupt.mp4"):
         dm.setup()
     assert sorted(p.split("/")[-1] for p in dm.skipped_files) == ["corrupt.mp4", "empty.mp4"]
@@ -170,19 +182,23 @@ def test_unreadable_files_are_skipped_with_warning_and_counted(tmp_path):
 
 
 def test_synthetic_clips_are_seeded_balanced_and_cached(tmp_path):
-    gen = SyntheticEmotionVideos(tmp_path / "a", num_clips=8, clip_len=6, size=16, seed=3)
+    gen = SyntheticEmotionVideos(tmp_path / "a", num_clips=8, clip_len=6, size=32, seed=3)
     root = gen.prepare()
     samples, classes = parse_folder(root)
     assert classes == sorted(SYNTHETIC_CLASSES) and len(samples) == 8
     assert sorted(np.bincount([s.label for s in samples]).tolist()) == [2, 2, 2, 2]
-    again = SyntheticEmotionVideos(tmp_path / "b", num_clips=8, clip_len=6, size=16, seed=3).prepare()
+    again = SyntheticEmotionVideos(tmp_path / "b", num_clips=8, clip_len=6, size=32, seed=3).prepare()
     first = read_video(root / "cheering_up" / "00000.mp4")
     np.testing.assert_array_equal(first, read_video(again / "cheering_up" / "00000.mp4"))
-    assert first.shape == (6, 16, 16, 3)
+    assert first.shape == (6, 32, 32, 3)
     mtime = (root / "manifest.json").stat().st_mtime_ns
     gen.prepare()  # cached: nothing rewritten
     assert (root / "manifest.json").stat().st_mtime_ns == mtime
     # time reversal maps each class onto its partner: identical expression levels, opposite order
     t = np.linspace(0, 1, 9)
-    np.testing.assert_allclose(SyntheticEmotionVideos.intensity(0, t), SyntheticEmotionVideos.intensity(1, t)[::-1])
-    np.testing.assert_allclose(SyntheticEmotionVideos.intensity(2, t), SyntheticEmotionVideos.intensity(2, t)[::-1])
+    np.testing.assert_allclose(
+        SyntheticEmotionVideos.intensity(0, t), SyntheticEmotionVideos.intensity(1, t)[::-1]
+    )
+    np.testing.assert_allclose(
+        SyntheticEmotionVideos.intensity(2, t), SyntheticEmotionVideos.intensity(2, t)[::-1]
+    )

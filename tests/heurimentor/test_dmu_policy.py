@@ -63,3 +63,18 @@ def test_dmu_needs_a_sampler(tmp_path):
         trainer.fit(_Plain(), data)
     with pytest.raises(ValueError, match="policy"):
         DataManagementUnit(policy="doremi")
+
+
+def test_spike_penalty_downweights_the_culprit_then_recovers():
+    from lightning_papers.heurimentor import StepEvent
+
+    sampler = MixtureSampler({"a": 10, "b": 10}, [Stage({"a": 0.5, "b": 0.5})])
+    dmu = DataManagementUnit(sampler=sampler, policy_every=5, penalty_halflife=5, downweight_on_spike=0.25, policy_floor=0.05)
+    dmu._on_step(StepEvent(step=0, tokens=0, spike=True, culprit="a"))
+    assert sampler.weights["a"] == pytest.approx(0.2) and dmu.penalties == {"a": 0.25}  # 0.125 / 0.625
+    for i in range(5):
+        dmu._on_step(StepEvent(step=1 + i, tokens=0))
+    assert dmu.penalties["a"] == pytest.approx(0.5)
+    for i in range(5):
+        dmu._on_step(StepEvent(step=6 + i, tokens=0))
+    assert dmu.penalties == {} and sampler.weights == pytest.approx({"a": 0.5, "b": 0.5})

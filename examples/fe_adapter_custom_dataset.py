@@ -2,7 +2,7 @@
 
 Layout: ``ROOT/<class name>/<clip>.mp4`` (or ``ROOT/<class>/<clip>/<frame>.jpg``); optional
 ``ROOT/{train,val,test}/<class>/...`` sub-splits. Without ``--root`` the script writes a small folder of
-synthetic clips first, so it runs as is in about a minute on a CPU:
+synthetic clips first, so it runs as is in about a minute on a CPU core:
 
     python examples/fe_adapter_custom_dataset.py                      # demo on synthetic clips
     python examples/fe_adapter_custom_dataset.py --root ~/my_videos \\
@@ -36,13 +36,14 @@ def main() -> None:
     )
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args()
+    L.seed_everything(0)
 
     root = args.root
     tiny = dict(patch_size=8, embed_dim=64, depth=2, num_heads=2, global_pool="avg")
     if root is None:  # demo data: 4 classes that differ only in the order of the frames
-        root = str(SyntheticEmotionVideos(tempfile.mkdtemp(), num_clips=256, clip_len=16, size=32).prepare())
+        root = str(SyntheticEmotionVideos(tempfile.mkdtemp(), num_clips=384, clip_len=16, size=32).prepare())
     data = VideoEmotionDataModule(
         "folder", root=root, num_frames=args.frames, img_size=args.img_size, batch_size=16
     )
@@ -59,6 +60,7 @@ def main() -> None:
         class_names=data.class_names,
         adapter=FEAdapterConfig(bottleneck=16),  # width 24 is the ViT-B/16 default
         head_dropout=0.0,
+        warmup_fraction=0.05,
         optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2, weight_decay=0.01),
     )
     print(f"trainable parameters: {model.trainable_parameters():,} of {model.total_parameters():,}")

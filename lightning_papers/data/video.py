@@ -99,6 +99,8 @@ def read_video(path: str | Path, indices: Sequence[int] | None = None, backend: 
         indices: frame indices to return, in the order given (repeats allowed).
         backend: ``"decord"`` (``VideoReader.get_batch``), ``"pyav"`` or ``"auto"`` (decord when installed).
 
+    decord 0.6 fails on very narrow videos (e.g. 16 px wide); use clips at least 32 px wide, or PyAV.
+
     Raises:
         FileNotFoundError: the file does not exist.
         IndexError: an index is outside the video.

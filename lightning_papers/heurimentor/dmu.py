@@ -231,7 +231,7 @@ class DataManagementUnit(L.Callback):
     def advance_stage(self, reason: str = "user") -> None:
         """Move to the next stage now (e.g. on a plateau)."""
         self.sampler.advance_stage()
-        self._apply_penalties(reason=f"stage advance ({reason})")
+        self._apply_penalties(reason=f"stage advance ({reason})", base=self.sampler.weights)
 
     def add_source(self, name: str, size: int) -> None:
         """Register a new source of ``size`` windows in the sampler (see ``MixtureDataModule.add_source``)."""
@@ -243,20 +243,26 @@ class DataManagementUnit(L.Callback):
         """Exclude global sample positions ``[start, stop)`` and block their windows."""
         self.sampler.exclude_range(start, stop)
 
-    def _apply_penalties(self, reason: str) -> None:
-        base = self.sampler.weights
+    def _apply_penalties(self, reason: str, base: Mapping[str, float] | None = None) -> None:
+        """Weights = base x penalties (floored); base: the policy's weights, else the current stage's."""
+        if base is None:
+            if self.policy is not None:
+                base = self.policy.weights
+            else:
+                stage = self.sampler.stages[min(self.sampler.stage_index, len(self.sampler.stages) - 1)]
+                base = {k: stage.weights.get(k, 0.0) for k in self.sampler.sources}
         if not self.penalties:
-            self._publish(WeightsChangeEvent(**self._stamp(), weights=base, reason=reason))
+            if dict(base) != self.sampler.weights:
+                self.set_weights(base, reason=reason)
+            else:
+                self._publish(WeightsChangeEvent(**self._stamp(), weights=dict(base), reason=reason))
             return
         w = {k: v * self.penalties.get(k, 1.0) for k, v in base.items()}
         self.set_weights(_with_floor(w, self.policy_floor), reason=reason)
 
     def _apply_from_stage(self, reason: str) -> None:
         """Weights = current stage weights x penalties (floored), for the fixed policy."""
-        stage = self.sampler.stages[min(self.sampler.stage_index, len(self.sampler.stages) - 1)]
-        base = {k: stage.weights.get(k, 0.0) for k in self.sampler.sources}
-        w = {k: v * self.penalties.get(k, 1.0) for k, v in base.items()}
-        self.set_weights(_with_floor(w, self.policy_floor), reason=reason)
+        self._apply_penalties(reason)
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Restore the mixture state from :meth:`state_dict` (used by the ATE on rollback); penalties persist."""

@@ -221,10 +221,12 @@ class CausalLM(L.LightningModule):
             return
         from transformers import LlamaForCausalLM
 
-        if self.hparams.pretrained_path:
+        # subclasses may re-save hyperparameters without this argument
+        pretrained = self.hparams.get("pretrained_path")
+        if pretrained:
             from pathlib import Path
 
-            path = Path(self.hparams.pretrained_path).expanduser()
+            path = Path(pretrained).expanduser()
             if not path.is_dir():
                 raise FileNotFoundError(f"pretrained_path is not a local model directory: {path}")
             self.model = LlamaForCausalLM.from_pretrained(str(path), local_files_only=True)

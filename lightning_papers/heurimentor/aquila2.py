@@ -119,6 +119,8 @@ class Aquila2LM(CausalLM):
         super().__init__(model_config=model_config, lr=lr, betas=betas, weight_decay=weight_decay,
                          warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
         self.save_hyperparameters()
+        # keep the resolved size-dependent defaults (the optimizer reads them from hparams)
+        self.hparams.lr, self.hparams.min_lr_ratio = lr, min_lr_ratio
         self.tokens_seen = 0
         self._sharded = False
 

@@ -17,7 +17,12 @@ from lightning_papers.spikellm.gif import GIFQuantizer, gif_levels, mixed_fake_q
 from lightning_papers.spikellm.gptq import gptq_quantize
 from lightning_papers.spikellm.io import load_quantized, save_quantized
 from lightning_papers.spikellm.linear import SpikeLinear
-from lightning_papers.spikellm.quantize import QuantizationReport, find_decoder_layers, quantize, quantized_linears
+from lightning_papers.spikellm.quantize import (
+    QuantizationReport,
+    find_decoder_layers,
+    quantize,
+    quantized_linears,
+)
 from lightning_papers.spikellm.saliency import SaliencyStats, hessian_scores, random_mask, select_salient
 from lightning_papers.spikellm.tiny import TINY_LLAMA, plant_outliers, tiny_llama, train_tiny_llama
 from lightning_papers.spikellm.weight_quant import fake_quant_weight

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from lightning_papers.spikellm import SaliencyStats, fake_quant_weight, gptq_quantize, hessian_scores, select_salient
+from lightning_papers.spikellm import (
+    SaliencyStats,
+    fake_quant_weight,
+    gptq_quantize,
+    hessian_scores,
+    select_salient,
+)
 
 
 def _layer_inputs(model, calib, name):

@@ -115,24 +115,13 @@ class RelativeSpikeDetector(SpikeDetector):
         self.last_good = state["last_good"]
 
 
-class RollingMeanSpikeDetector(SpikeDetector):
-    """Spike when ``value > ratio * mean(last window good values)`` (Lightning ``SpikeDetection``: window 10,
-    ratio 2; LLM Foundry ``KillLossSpike``: 2x the mean of the last 100 steps)."""
+class _WindowedSpikeDetector(SpikeDetector):
+    """A detector that compares against the last ``window`` accepted (good) values."""
 
-    kind = "rolling"
-
-    def __init__(self, window: int = 20, ratio: float = 1.5, metric: str = "loss", warmup: int | None = None) -> None:
-        super().__init__(metric, window if warmup is None else warmup)
-        if window < 1 or ratio <= 1.0:
-            raise ValueError(f"need window >= 1 and ratio > 1, got window={window}, ratio={ratio}")
-        self.window, self.ratio = int(window), float(ratio)
+    def __init__(self, window: int, metric: str, warmup: int) -> None:
+        super().__init__(metric, warmup)
+        self.window = int(window)
         self.values: deque[float] = deque(maxlen=self.window)
-
-    def check(self, value: float) -> tuple[bool, float]:
-        if not self.values or self.seen < self.warmup:
-            return False, float("nan")
-        ref = float(np.mean(self.values))
-        return value > self.ratio * ref, ref
 
     def accept(self, value: float) -> None:
         super().accept(value)
@@ -150,18 +139,37 @@ class RollingMeanSpikeDetector(SpikeDetector):
         self.values = deque(state["values"], maxlen=self.window)
 
 
-class ZScoreSpikeDetector(SpikeDetector):
+class RollingMeanSpikeDetector(_WindowedSpikeDetector):
+    """Spike when ``value > ratio * mean(last window good values)`` (Lightning ``SpikeDetection``: window 10,
+    ratio 2; LLM Foundry ``KillLossSpike``: 2x the mean of the last 100 steps)."""
+
+    kind = "rolling"
+
+    def __init__(self, window: int = 20, ratio: float = 1.5, metric: str = "loss", warmup: int | None = None) -> None:
+        if window < 1 or ratio <= 1.0:
+            raise ValueError(f"need window >= 1 and ratio > 1, got window={window}, ratio={ratio}")
+        super().__init__(window, metric, window if warmup is None else warmup)
+        self.ratio = float(ratio)
+
+    def check(self, value: float) -> tuple[bool, float]:
+        if not self.values or self.seen < self.warmup:
+            return False, float("nan")
+        ref = float(np.mean(self.values))
+        return value > self.ratio * ref, ref
+
+
+
+class ZScoreSpikeDetector(_WindowedSpikeDetector):
     """Spike when ``(value - mean) / std > threshold`` over the last ``window`` good values
     (OLMo-core ``SkipStepOptimizer``: window 128, threshold 6, active after 64 values)."""
 
     kind = "zscore"
 
     def __init__(self, window: int = 128, threshold: float = 6.0, metric: str = "loss", warmup: int = 64) -> None:
-        super().__init__(metric, warmup)
         if window < 2 or threshold <= 0:
             raise ValueError(f"need window >= 2 and threshold > 0, got window={window}, threshold={threshold}")
-        self.window, self.threshold = int(window), float(threshold)
-        self.values: deque[float] = deque(maxlen=self.window)
+        super().__init__(window, metric, warmup)
+        self.threshold = float(threshold)
 
     def check(self, value: float) -> tuple[bool, float]:
         if len(self.values) < 2 or self.seen < self.warmup:
@@ -170,20 +178,6 @@ class ZScoreSpikeDetector(SpikeDetector):
         mean, std = float(arr.mean()), float(arr.std())
         return (value - mean) / max(std, 1e-8) > self.threshold, mean
 
-    def accept(self, value: float) -> None:
-        super().accept(value)
-        self.values.append(float(value))
-
-    def reset(self) -> None:
-        super().reset()
-        self.values.clear()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "values": list(self.values)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.values = deque(state["values"], maxlen=self.window)
 
 
 _DETECTORS = {"relative": RelativeSpikeDetector, "rolling": RollingMeanSpikeDetector, "zscore": ZScoreSpikeDetector}

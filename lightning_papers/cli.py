@@ -136,7 +136,9 @@ def run_function(name: str, args: list[str]):
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the arguments below.")
     parser.add_function_arguments(fn, as_positional=True, fail_untyped=False)
     cfg = parser.parse_args(_bare_bool_flags(fn, args))
-    init = parser.instantiate_classes(cfg).as_dict()
+    # ``instantiate`` replaced ``instantiate_classes`` in jsonargparse 4.49; older versions only have the latter
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    init = instantiate(cfg).as_dict()
     init.pop("config", None)
     return fn(**init)
 

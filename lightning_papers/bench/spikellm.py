@@ -29,10 +29,42 @@ _SETTINGS: list[tuple[str, dict]] = [
 ]
 
 
+# The outlier stress test: the same weights with a few activation-outlier channels planted without
+# changing the function (``plant_outliers``), as trained LLMs have and a 2-layer toy model does not.
+_OUTLIER_SETTINGS: list[tuple[str, dict]] = [
+    ("outliers: RTN W4A4", dict(w_bits=4, a_bits=4, extra_bits=0, salient_fraction=0.0, pipeline="rtn")),
+    ("outliers: SpikeLLM W4A4 (RTN, first-order, 10% salient, +1 bit)",
+     dict(w_bits=4, a_bits=4, extra_bits=1, salient_fraction=0.1, saliency="first_order", pipeline="rtn")),
+    ("outliers: control: random saliency W4A4 (RTN, 10%, +1 bit)",
+     dict(w_bits=4, a_bits=4, extra_bits=1, salient_fraction=0.1, saliency="random", pipeline="rtn")),
+    ("outliers: OmniQuant-style W4A4", dict(w_bits=4, a_bits=4, extra_bits=0, salient_fraction=0.0, pipeline="omniquant")),
+    ("outliers: SpikeLLM W4A4 (OmniQuant, first-order, 10% salient, +1 bit)",
+     dict(w_bits=4, a_bits=4, extra_bits=1, salient_fraction=0.1, saliency="first_order", pipeline="omniquant")),
+]
+
+# Paper, LLaMA-2-7B WikiText-2 (fp 5.47): OmniQuant W4A4 15.25 -> SpikeLLM 11.36.
+_PAPER_FP, _PAPER_BASE, _PAPER_SPIKE = 5.47, 15.25, 11.36
+
+
+def _reduction(base: float, spike: float) -> float:
+    return 100.0 * (base - spike) / base
+
+
+def _gap_closed(fp: float, base: float, spike: float) -> float:
+    """Share of the quantization gap ``base - fp`` that spiking recovers, in percent."""
+    return 100.0 * (base - spike) / max(base - fp, 1e-12)
+
+
 def run(quick: bool = False, out_dir: Path | None = None) -> BenchReport:
     """Train the tiny model once, then quantize a copy per setting and measure validation perplexity."""
     from lightning_papers.data import TextDataModule
-    from lightning_papers.spikellm import SpikeLLMConfig, perplexity, quantize, train_tiny_llama
+    from lightning_papers.spikellm import (
+        SpikeLLMConfig,
+        perplexity,
+        plant_outliers,
+        quantize,
+        train_tiny_llama,
+    )
 
     torch.manual_seed(0)
     seqlen = 64
@@ -46,30 +78,61 @@ def run(quick: bool = False, out_dir: Path | None = None) -> BenchReport:
     nsamples = 16 if quick else 64
     calib = dm.calibration_batches(nsamples=nsamples, seqlen=seqlen, seed=2)
     fp = perplexity(model, val, seqlen=seqlen)
+    outlier_model = plant_outliers(copy.deepcopy(model))
+    fp_outliers = perplexity(outlier_model, val, seqlen=seqlen)
     rows: list[list] = [["full precision", 16.0, 16.0, fp, 1.0, 0.0]]
     ppl: dict[str, float] = {}
+    act_bits: dict[str, float] = {}
     settings = _SETTINGS if not quick else [s for s in _SETTINGS if s[0].startswith(("RTN", "OmniQuant", "SpikeLLM"))]
-    for label, kwargs in settings:
-        extra = dict(epochs=2) if quick and kwargs["pipeline"] == "omniquant" else {}
-        config = SpikeLLMConfig(nsamples=nsamples, seqlen=seqlen, **kwargs, **extra)
-        qmodel = copy.deepcopy(model)
-        report = quantize(qmodel, calib, config, progress=False)
-        p = perplexity(qmodel, val, seqlen=seqlen)
-        ppl[label] = p
-        rows.append([label, report.avg_weight_bits, report.avg_activation_bits, p, p / fp, report.seconds])
-    base, spike = ppl["OmniQuant-style W4A4"], ppl[settings[2][0]]
-    reduction = 100.0 * (base - spike) / base
-    act_bits = next(r[2] for r in rows if r[0] == settings[2][0])
-    met = reduction >= 25.51 and act_bits <= 4.1
+    outlier_settings = _OUTLIER_SETTINGS if not quick else _OUTLIER_SETTINGS[:2]
+    for source, group in ((model, settings), (outlier_model, outlier_settings)):
+        if source is outlier_model:
+            rows.append(["outliers: full precision (planted, function unchanged)", 16.0, 16.0, fp_outliers, fp_outliers / fp, 0.0])
+        for label, kwargs in group:
+            extra = dict(epochs=2) if quick and kwargs["pipeline"] == "omniquant" else {}
+            config = SpikeLLMConfig(nsamples=nsamples, seqlen=seqlen, **kwargs, **extra)
+            qmodel = copy.deepcopy(source)
+            report = quantize(qmodel, calib, config, progress=False)
+            p = perplexity(qmodel, val, seqlen=seqlen)
+            ppl[label], act_bits[label] = p, report.avg_activation_bits
+            rows.append([label, report.avg_weight_bits, report.avg_activation_bits, p, p / fp, report.seconds])
+    base, spike_label = ppl["OmniQuant-style W4A4"], settings[2][0]
+    spike = ppl[spike_label]
+    reduction = _reduction(base, spike)
+    bound = _reduction(base, fp)  # spiking cannot beat full precision
+    met = reduction >= 25.51 and act_bits[spike_label] <= 4.1
+    paper_red = _reduction(_PAPER_BASE, _PAPER_SPIKE)
+    paper_gap = _gap_closed(_PAPER_FP, _PAPER_BASE, _PAPER_SPIKE)
+    o_base, o_spike = ppl[outlier_settings[0][0]], ppl[outlier_settings[1][0]]
+    outlier_line = (
+        f"With planted outliers and the RTN pipeline, SpikeLLM lowers W4A4 perplexity by "
+        f"{_reduction(o_base, o_spike):.1f} % ({o_base:.3f} → {o_spike:.3f}; "
+        f"{_gap_closed(fp_outliers, o_base, o_spike):.0f} % of the gap closed)"
+    )
+    if not quick:
+        o_rand = ppl[outlier_settings[2][0]]
+        o_omni, o_omni_spike = ppl[outlier_settings[3][0]], ppl[outlier_settings[4][0]]
+        outlier_line += (
+            f"; the random-saliency control gets {_reduction(o_base, o_rand):.1f} %. OmniQuant's LET removes"
+            f" these outliers by itself ({o_omni:.3f}), and spiking then adds {_reduction(o_omni, o_omni_spike):.1f} %"
+        )
     notes = f"""Tiny Llama (hidden 64, 2 layers, 4 heads, byte vocabulary) trained for {150 if quick else 600} steps
 on the training split of CPython's bundled documentation ({train_s:.0f} s), then quantized per setting from the same
 weights; perplexity on {len(val) // seqlen} non-overlapping {seqlen}-token windows of the validation split;
 {nsamples} calibration windows (seed 2). `ppl / fp` is the ratio to full precision in this run; seconds are
-quantization wall time.
+quantization wall time. Rows starting `outliers:` quantize the same weights after `plant_outliers` (RMSNorm gains of
+3 attention and 2 MLP input channels ×20, the matching weight columns ÷20: the function is unchanged, but the linears
+now see the few large input channels that trained LLMs have and this toy model does not develop).
 
 **Goal (issue 7): SpikeLLM's relative W4A4 perplexity reduction over its OmniQuant-style baseline ≥ 25.51 % (the
 paper's LLaMA-2-7B number) at ≤ 4.1 average activation bits: {"met" if met else "not met"}** — reduction
-{reduction:.1f} % at {act_bits:.2f} average activation bits.
+{reduction:.1f} % at {act_bits[spike_label]:.2f} average activation bits.
+
+Why: here the OmniQuant-style W4A4 model is only {100 * (base / fp - 1):.1f} % worse than full precision, so no
+method can reduce its perplexity by more than {bound:.1f} %; the goal is out of reach on this model by construction.
+The comparable number is the share of the quantization gap that spiking closes: {_gap_closed(fp, base, spike):.0f} %
+here vs {paper_gap:.0f} % in the paper (LLaMA-2-7B fp {_PAPER_FP} → OmniQuant W4A4 {_PAPER_BASE} → SpikeLLM
+{_PAPER_SPIKE}, −{paper_red:.2f} %). {outlier_line}.
 
 Paper reference (LLaMA-2-7B, WikiText-2, W4A4, OmniQuant pipeline): 15.25 → 11.36 perplexity (−25.51 %);
 W2A8 287.64 → 22.13. The model here is ~100,000x smaller, so only the relative effect is comparable."""
@@ -79,6 +142,7 @@ W2A8 287.64 → 22.13. The model here is ~100,000x smaller, so only the relative
         columns=["setting", "avg weight bits", "avg activation bits", "perplexity", "ppl / fp", "quant. seconds"],
         rows=rows,
         notes=notes,
-        headline=f"W4A4 ppl {spike:.3f} SpikeLLM vs {base:.3f} OmniQuant-style ({reduction:+.1f} % reduction; paper 25.51 %)",
+        headline=f"W4A4 ppl {spike:.3f} SpikeLLM vs {base:.3f} OmniQuant-style ({reduction:+.1f} % reduction, "
+        f"at most {bound:.1f} % possible; paper 25.51 %)",
         goal_met=met,
     )

@@ -6,6 +6,7 @@ import os
 import warnings
 from pathlib import Path
 
+import lightning.pytorch  # noqa: F401  (its log handlers must bind to the session's stderr, not one test's capsys)
 import pytest
 
 os.environ.setdefault("PYTHONHASHSEED", "0")

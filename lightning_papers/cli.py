@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 from lightning_papers import __version__
 
+__all__ = ["SUBCOMMANDS", "TRAINER_SUBCOMMANDS", "console_main", "main", "run_function", "run_lightning_cli"]
+
 #: Subcommands handled by LightningCLI, with their help lines.
 TRAINER_SUBCOMMANDS: dict[str, str] = {
     "fit": "Train a LightningModule on a LightningDataModule (LightningCLI, YAML via --config).",
@@ -76,17 +78,30 @@ def _resolve(target: str) -> Callable:
     return getattr(importlib.import_module(module), attr)
 
 
-def run_lightning_cli(args: list[str] | None) -> None:
-    """Run LightningCLI in subclass mode for model and data on ``args`` (``[subcommand, ...]``; None: sys.argv)."""
-    from lightning.pytorch.cli import LightningCLI
+def run_lightning_cli(args: list[str] | None):
+    """Run LightningCLI in subclass mode for model and data on ``args`` (``[subcommand, ...]``; None: sys.argv).
+
+    The resolved config is saved as ``config.yaml`` in the logger's run folder (a new version folder per run),
+    and not at all when the run has no logger: nothing is written into the current directory and no file is
+    ever overwritten. Returns the ``LightningCLI`` object (its ``trainer``, ``model`` and ``datamodule``).
+    """
+    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+    class SaveConfigToRunFolder(SaveConfigCallback):
+        """Save the config beside the logger's files; a run without a logger saves none."""
+
+        def setup(self, trainer, pl_module, stage: str) -> None:
+            if trainer.logger is None:
+                return
+            super().setup(trainer, pl_module, stage)
 
     _import_packages()
-    LightningCLI(
+    return LightningCLI(
         model_class=None,
         datamodule_class=None,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=SaveConfigToRunFolder,
         parser_kwargs={"exit_on_error": False},
         args=args,
     )
@@ -119,11 +134,13 @@ def clean_error(err: BaseException) -> str:
         elif causes and not ln.startswith(("Given value", "Subtypes:", "Errors:", "Does not validate")):
             causes[-1] += " " + ln
     causes = [c for c in causes if "Expected a <class 'NoneType'>" not in c]
+    given = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Given value:")), None)
+    got = f" (got {given!r})" if given is not None else ""
     head = lines[0]
     if not causes:
-        return head
+        return head + got
     key = head.split(":")[0] + ": " if head.startswith("Parser key") else ""
-    return key + "; ".join(causes)
+    return key + "; ".join(causes) + got
 
 
 def run_function(name: str, args: list[str]):
@@ -143,11 +160,12 @@ def run_function(name: str, args: list[str]):
     return fn(**init)
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lightning-papers`` console script; ``args`` defaults to ``sys.argv[1:]``.
+def main(args: list[str] | None = None):
+    """Run the ``lightning-papers`` command line on ``args`` (default ``sys.argv[1:]``) and return its result.
 
-    Errors in user input end with one clear ``error:`` line and exit status 2 (set
-    ``LIGHTNING_PAPERS_DEBUG=1`` for the full traceback).
+    Returns the ``LightningCLI`` object for ``fit | validate | test | predict``, the subcommand function's
+    return value otherwise, and None for ``--help`` / ``--version``. Errors in user input end with one clear
+    ``error:`` line and exit status 2 (set ``LIGHTNING_PAPERS_DEBUG=1`` for the full traceback).
 
     Example::
 
@@ -158,10 +176,10 @@ def main(args: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if args is None else args)
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
-        return
+        return None
     if args[0] in ("-V", "--version"):
         print(__version__)
-        return
+        return None
     command, rest = args[0], args[1:]
     if command not in TRAINER_SUBCOMMANDS and command not in SUBCOMMANDS:
         choices = ", ".join([*TRAINER_SUBCOMMANDS, *SUBCOMMANDS])
@@ -169,11 +187,11 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(2)
     try:
         if command in TRAINER_SUBCOMMANDS:
-            run_lightning_cli(None if from_argv else args)
-        else:
-            result = run_function(command, rest)
-            if result is not None:
-                print(result)
+            return run_lightning_cli(None if from_argv else args)
+        result = run_function(command, rest)
+        if result is not None:
+            print(result)
+        return result
     except (SystemExit, KeyboardInterrupt):
         raise
     except Exception as err:
@@ -185,5 +203,10 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The console script: :func:`main` on ``sys.argv``, exit status 0 unless an error was raised."""
     main()
+
+
+if __name__ == "__main__":
+    console_main()

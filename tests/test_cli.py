@@ -1,9 +1,12 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from lightning_papers import cli
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -74,6 +77,8 @@ def test_fit_trains_from_yaml_with_short_names(tmp_path):
         (["fit", "--config", "cli_configs/common/digits_mlp.yaml", "--data.init_args.noise_type", "symmetric",
           "--data.init_args.noise_rate", "1.5"], "noise_rate must be in [0, 1), got 1.5"),
         (["bench", "no_such_method"], "no_such_method"),
+        (["fit", "--config", "cli_configs/common/digits_mlp.yaml", "--trainer.max_epochs", "abc"],
+         "trainer.max_epochs\": Expected a <class 'int'> (got 'abc')"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args, needle, capsys):
@@ -109,3 +114,30 @@ def test_function_subcommands_parse_config_and_bare_bool_flags(monkeypatch, tmp_
 def test_console_script_entry_point():
     out = subprocess.run(["lightning-papers", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "search-loss" in out.stdout
+
+
+def _tiny_fit_args(root, logger: bool) -> list[str]:
+    return [
+        "fit", "--config", str(ROOT / "cli_configs/common/digits_mlp.yaml"),
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+        f"--trainer.logger={str(logger).lower()}", f"--trainer.default_root_dir={root}",
+    ]
+
+
+def test_fit_without_logger_writes_no_config_and_never_overwrites(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "config.yaml"
+    mine.write_text("the user's own file\n")
+    result = cli.main(_tiny_fit_args(tmp_path, logger=False))
+    assert result.trainer.state.finished  # main returns the LightningCLI object
+    assert mine.read_text() == "the user's own file\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_fit_with_logger_saves_config_in_each_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):  # a second run gets its own version folder instead of failing or overwriting
+        cli.main(_tiny_fit_args(tmp_path / "logs", logger=True))
+    saved = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("config.yaml"))
+    assert saved == ["logs/lightning_logs/version_0/config.yaml", "logs/lightning_logs/version_1/config.yaml"]
+    assert "digits" in (tmp_path / saved[0]).read_text().lower()

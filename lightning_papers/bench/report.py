@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from lightning_papers.files import atomic_write_text
 
 
 @dataclass
@@ -80,6 +84,20 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
+def device_description() -> str:
+    """The hardware benchmarks ran on: the CUDA device's name when one is in use, else the CPU and its core count.
+
+    Example::
+
+        >>> isinstance(device_description(), str)
+        True
+    """
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"CPU, {cores} cores, {torch.get_num_threads()} torch threads"
+
+
 def render(report: BenchReport, command: str, seconds: float | None = None) -> str:
     """The markdown document for one report."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -90,14 +108,11 @@ def render(report: BenchReport, command: str, seconds: float | None = None) -> s
         parts += [f"![{fig}]({fig})", ""]
     took = f" in {seconds:.0f} s" if seconds is not None else ""
     parts.append(
-        f"_Made by `{command}` on {stamp}{took} ({platform.machine()}, {platform.python_version()}, CPU)._"
+        f"_Made by `{command}` on {stamp}{took} ({platform.machine()}, Python {platform.python_version()}, {device_description()})._"
     )
     return "\n".join(parts) + "\n"
 
 
 def write_report(report: BenchReport, out_dir: Path, command: str, seconds: float | None = None) -> Path:
     """Write ``<out_dir>/<name>.md`` and return its path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{report.name}.md"
-    path.write_text(render(report, command, seconds), encoding="utf-8")
-    return path
+    return atomic_write_text(Path(out_dir) / f"{report.name}.md", render(report, command, seconds))

@@ -1,6 +1,6 @@
 """Embedded, download-free datasets shared by the methods, plus loaders for a user's own files."""
 
-from lightning_papers.data.arrays import DIGITS_ASYMMETRIC_MAP, ArrayDataModule, make_label_noise
+from lightning_papers.data.arrays import DIGITS_ASYMMETRIC_MAP, ArrayDataModule, as_labels, make_label_noise
 from lightning_papers.data.digits import DigitsDataModule
 from lightning_papers.data.mnist1d import MNIST1DDataModule, make_mnist1d
 from lightning_papers.data.text import TextDataModule, TokenWindows, bundled_text, decode_bytes, encode_bytes
@@ -13,6 +13,7 @@ __all__ = [
     "MNIST1DDataModule",
     "TextDataModule",
     "TokenWindows",
+    "as_labels",
     "bundled_text",
     "decode_bytes",
     "decord_available",

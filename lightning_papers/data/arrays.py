@@ -95,6 +95,44 @@ def make_label_noise(
     return noisy, mask
 
 
+def as_labels(y, source: str = "labels") -> np.ndarray:
+    """Check class labels and return them as int64: a 1-D array of non-negative whole numbers.
+
+    Float labels are accepted only when every value is a whole number (``3.0``), since that is how labels
+    often come back from CSV or pandas; ``0.7`` is refused rather than truncated to ``0``.
+
+    Args:
+        y: the labels.
+        source: what the labels are, for the error message (a file name, "y").
+
+    Raises:
+        ValueError: naming ``source`` and the first bad value.
+
+    Example::
+
+        >>> as_labels([0, 2.0, 1]).tolist()
+        [0, 2, 1]
+        >>> as_labels([0, 0.5])
+        Traceback (most recent call last):
+        ...
+        ValueError: labels must be whole class numbers, got 0.5 at index 1
+    """
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{source} must be a 1-D array of class indices, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
+        if bad.size:
+            raise ValueError(f"{source} must be whole class numbers, got {arr[bad[0]].item()!r} at index {bad[0]}")
+    elif arr.dtype.kind not in "iub":
+        raise ValueError(f"{source} must be integer class indices, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and arr.min() < 0:
+        first = int(np.flatnonzero(arr < 0)[0])
+        raise ValueError(f"{source} must be >= 0 (class indices), got {arr[first]} at index {first}")
+    return arr
+
+
 class ArrayDataModule(L.LightningDataModule):
     """Classification data from arrays: seeded stratified train/val/test split, optional label noise.
 
@@ -167,7 +205,7 @@ class ArrayDataModule(L.LightningDataModule):
     def from_arrays(cls, x: np.ndarray, y: np.ndarray, **kwargs) -> ArrayDataModule:
         """Build a data module over in-memory arrays ``x`` (n, ...) and integer labels ``y`` (n,)."""
         dm = cls(**kwargs)
-        dm._arrays = (np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64))
+        dm._arrays = (np.asarray(x, dtype=np.float32), as_labels(y, "y"))
         return dm
 
     # -- to override ------------------------------------------------------------------------------
@@ -180,11 +218,22 @@ class ArrayDataModule(L.LightningDataModule):
         file = Path(self.path).expanduser()
         if not file.is_file():
             raise FileNotFoundError(f"data file not found: {file}")
-        with np.load(file) as data:
-            for key in (self.x_key, self.y_key):
-                if key not in data:
-                    raise KeyError(f"{file} has no array {key!r}; it has {sorted(data.files)}")
-            return data[self.x_key].astype(np.float32), data[self.y_key].astype(np.int64)
+        import zipfile
+
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                for key in (self.x_key, self.y_key):
+                    if key not in data:
+                        raise KeyError(f"{file} has no array {key!r}; it has {sorted(data.files)}")
+                x, y = data[self.x_key], data[self.y_key]
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+            raise ValueError(
+                f"{file} is not a readable .npz file ({type(err).__name__}: {err}); expected numpy.savez output "
+                f"with arrays {self.x_key!r} (features) and {self.y_key!r} (integer labels)"
+            ) from err
+        if x.dtype.kind not in "iufb":
+            raise ValueError(f"{file}: features {self.x_key!r} must be numeric, got dtype {x.dtype}")
+        return x.astype(np.float32), as_labels(y, f"{file}: labels {self.y_key!r}")
 
     # -- Lightning hooks --------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -193,10 +242,12 @@ class ArrayDataModule(L.LightningDataModule):
         from sklearn.model_selection import train_test_split
 
         x, y = self.load_arrays()
+        y = as_labels(y, f"{type(self).__name__} labels")
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"features and labels differ in length: {x.shape[0]} vs {y.shape[0]}")
         if not np.isfinite(x).all():
-            raise ValueError("features contain NaN or inf values")
+            bad = np.argwhere(~np.isfinite(x))[0].tolist()
+            raise ValueError(f"{type(self).__name__}: features contain NaN or inf values (first at index {bad})")
         self.num_classes = int(y.max()) + 1
         self.input_shape = tuple(x.shape[1:])
         idx = np.arange(len(y))

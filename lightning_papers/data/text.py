@@ -133,6 +133,9 @@ class TextDataModule(L.LightningDataModule):
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         if corpus not in ("pydoc", "stdlib_source"):
             raise ValueError(f"unknown corpus {corpus!r}; expected 'pydoc' or 'stdlib_source' (or use text_files)")
+        if text_files is not None and len(text_files) == 0:
+            # almost always an empty glob: training silently on the bundled corpus would hide it
+            raise ValueError("text_files is an empty list; pass the files to read, or None for the bundled corpus")
         self.corpus, self.text_files, self.tokenizer_name = corpus, text_files, tokenizer
         self.seq_len, self.batch_size, self.val_fraction = seq_len, batch_size, val_fraction
         self.seed, self.max_chars, self.num_workers = seed, max_chars, num_workers
@@ -162,7 +165,10 @@ class TextDataModule(L.LightningDataModule):
                 file = Path(name).expanduser()
                 if not file.is_file():
                     raise FileNotFoundError(f"text file not found: {file}")
-                parts.append(file.read_text(encoding="utf-8", errors="replace"))
+                content = file.read_text(encoding="utf-8", errors="replace")
+                if not content.strip():
+                    raise ValueError(f"text file {file} is empty; expected plain text to train or evaluate on")
+                parts.append(content)
             text = "\n".join(parts)
         else:
             text = bundled_text(self.corpus)

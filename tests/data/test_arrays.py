@@ -129,3 +129,39 @@ def test_mnist1d_generation():
     means = torch.stack([xt[yt == c].mean(0) for c in range(10)])
     acc = (torch.cdist(xv, means).argmin(1) == yv).float().mean()
     assert acc > 0.2
+
+
+def test_corrupt_or_truncated_npz_names_the_file(tmp_path):
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.zeros((10, 2)), y=np.arange(10) % 2)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:40])
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file at all")
+    for bad in (truncated, garbage):
+        with pytest.raises(ValueError, match=rf"{bad.name} is not a readable \.npz file.*'x'.*'y'"):
+            ArrayDataModule(path=str(bad)).setup()
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (np.array([0.0, 1.5, 1.0, 0.0]), r"whole class numbers, got 1\.5 at index 1"),
+        (np.array([0, -1, 1, 0]), r"must be >= 0 \(class indices\), got -1 at index 1"),
+        (np.array(["a", "b", "a", "b"]), "integer class indices, got dtype <U1"),
+        (np.zeros((4, 2), dtype=int), r"1-D array of class indices, got shape \(4, 2\)"),
+    ],
+)
+def test_bad_labels_are_refused_not_truncated(labels, match, tmp_path):
+    x = np.zeros((4, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=match):
+        ArrayDataModule.from_arrays(x, labels)
+    np.savez(tmp_path / "d.npz", x=x, y=labels)
+    with pytest.raises(ValueError, match=match):
+        ArrayDataModule(path=str(tmp_path / "d.npz")).setup()
+
+
+def test_whole_float_labels_are_accepted_as_integers():
+    dm = ArrayDataModule.from_arrays(np.random.rand(40, 2), (np.arange(40) % 2).astype(float), batch_size=4)
+    dm.setup()
+    assert dm.num_classes == 2 and dm.train_dataset.tensors[1].dtype == torch.int64

@@ -53,3 +53,12 @@ def test_text_files_and_calibration(tmp_path):
         TextDataModule(text_files=[str(tmp_path / "nope.txt")]).setup()
     with pytest.raises(ValueError, match="seq_len must be >= 2, got 1"):
         TextDataModule(seq_len=1)
+
+
+def test_empty_file_list_and_empty_files_are_errors(tmp_path):
+    with pytest.raises(ValueError, match="text_files is an empty list"):
+        TextDataModule(text_files=[])
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    with pytest.raises(ValueError, match=r"empty\.txt is empty"):
+        TextDataModule(text_files=[str(empty)]).setup()

@@ -7,6 +7,7 @@ shape ``(T, H, W, 3)`` in RGB order.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -40,18 +41,17 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 8, codec: str =
     """Write ``frames`` (uint8, ``(T, H, W, 3)``, RGB) to an mp4 file with PyAV.
 
     ``mpeg4`` at a low quantiser (``quality`` 1–31, lower is better) is near-lossless for small synthetic
-    clips and is available in every PyAV build; width and height must be even.
+    clips and is available in every PyAV build; width and height must be even. The file appears under its
+    name only once complete (written under a temporary name, then renamed).
 
     Example::
 
         >>> import tempfile, os
         >>> f = os.path.join(tempfile.mkdtemp(), "clip.mp4")
-        >>> _ = write_video(f, np.zeros((4, 16, 16, 3), np.uint8))
+        >>> _ = write_video(f, np.zeros((4, 32, 32, 3), np.uint8))
         >>> read_video(f).shape
-        (4, 16, 16, 3)
+        (4, 32, 32, 3)
     """
-    import av
-
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 of shape (T, H, W, 3), got {frames.dtype} {frames.shape}")
@@ -62,6 +62,19 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 8, codec: str =
         raise ValueError(f"frame height and width must be even for mp4, got {height}x{width}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # keeps the suffix: it picks the format
+    try:
+        _encode(tmp, frames, fps, codec, quality)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _encode(path: Path, frames: np.ndarray, fps: int, codec: str, quality: int) -> None:
+    import av
+
+    height, width = frames.shape[1:3]
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = width, height
@@ -73,7 +86,6 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 8, codec: str =
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return path
 
 
 def video_num_frames(path: str | Path, backend: Backend = "auto") -> int:

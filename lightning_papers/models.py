@@ -18,6 +18,8 @@ from torch import nn
 
 from lightning_papers.optim import warmup_cosine
 
+__all__ = ["MLP", "CausalLM", "Classifier", "ConvNet"]
+
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 

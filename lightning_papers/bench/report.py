@@ -15,6 +15,8 @@ import torch
 
 from lightning_papers.files import atomic_write_text
 
+__all__ = ["BenchReport", "device_description", "markdown_table", "mean_std", "render", "write_report"]
+
 
 @dataclass
 class BenchReport:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+__all__ = ["DIGITS_ASYMMETRIC_MAP", "ArrayDataModule", "NoiseType", "as_labels", "make_label_noise"]
+
 NoiseType = Literal["symmetric", "asymmetric", "pairflip"]
 
 #: Class-conditional "asymmetric" flips for 10-class digit data (Patrini et al., 2017, MNIST protocol):

@@ -6,6 +6,8 @@ import numpy as np
 
 from lightning_papers.data.arrays import ArrayDataModule, NoiseType
 
+__all__ = ["DigitsDataModule"]
+
 
 class DigitsDataModule(ArrayDataModule):
     """The UCI 8x8 digits shipped with scikit-learn: no download, 10 classes, pixels scaled to [0, 1].

@@ -12,6 +12,8 @@ import numpy as np
 
 from lightning_papers.data.arrays import ArrayDataModule, NoiseType
 
+__all__ = ["MNIST1DDataModule", "make_mnist1d"]
+
 # Ten hand-drawn 12-point templates (one per class), offsets around a baseline of 5.
 _TEMPLATES = np.array(
     [

@@ -15,6 +15,8 @@ import lightning.pytorch as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+__all__ = ["TextDataModule", "TokenWindows", "bundled_text", "decode_bytes", "encode_bytes"]
+
 #: Standard-library modules whose source forms the ``"stdlib_source"`` corpus (sorted, deterministic).
 _STDLIB_MODULES = (
     "argparse", "ast", "calendar", "collections/__init__", "configparser", "csv", "dataclasses", "datetime",

@@ -14,6 +14,8 @@ from typing import Literal
 
 import numpy as np
 
+__all__ = ["Backend", "decord_available", "read_video", "video_num_frames", "write_video"]
+
 Backend = Literal["auto", "decord", "pyav"]
 
 

@@ -11,25 +11,33 @@ from lightning_papers.spikellm.config import SpikeLLMConfig
 __all__ = ["load_causal_lm", "quantize"]
 
 
-def load_causal_lm(path: str) -> torch.nn.Module:
+def load_causal_lm(path: str, dtype: str | torch.dtype | None = None) -> torch.nn.Module:
     """Load a causal LM from a local Hugging Face directory or a Lightning ``CausalLM`` checkpoint (.ckpt).
+
+    Args:
+        path: the directory or ``.ckpt`` file.
+        dtype: load the weights in this dtype (``"bfloat16"``, ``"float16"``, ``"float32"``; default: as stored
+            for a directory, float32 for a checkpoint).
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
     """
+    from lightning_papers.spikellm.quantize import resolve_dtype
+
     p = Path(path).expanduser()
     if p.is_dir():
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True)
+        kwargs = {"dtype": resolve_dtype(dtype)} if dtype is not None else {"dtype": "auto"}
+        return AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, **kwargs)
     if p.is_file() and p.suffix == ".ckpt":
         from lightning_papers.models import CausalLM
 
-        ckpt = torch.load(str(p), map_location="cpu", weights_only=False)
+        ckpt = torch.load(str(p), map_location="cpu", weights_only=True)
         lm = CausalLM(**ckpt.get("hyper_parameters", {}))
         lm.configure_model()
         lm.load_state_dict(ckpt["state_dict"])
-        return lm.model
+        return lm.model if dtype is None else lm.model.to(resolve_dtype(dtype))
     raise FileNotFoundError(f"model_path must be a local Hugging Face model directory or a .ckpt file, got {p}")
 
 
@@ -46,6 +54,9 @@ def quantize(
     batch_size: int = 8,
     output_dir: str | None = "spikellm_output",
     seed: int = 0,
+    device: str | None = None,
+    dtype: str | None = None,
+    offload: bool = False,
 ) -> str:
     """Quantize a causal LM with SpikeLLM, report perplexity before and after, save the quantized model.
 
@@ -63,6 +74,10 @@ def quantize(
         batch_size: windows per forward pass.
         output_dir: where ``report.md`` and the quantized model go (``None``: save nothing).
         seed: seed of training and calibration sampling.
+        device: compute device (``"cuda"``, ``"cuda:1"``, ``"cpu"``; default: CPU).
+        dtype: model dtype for loading and forward passes (``"bfloat16"``, ``"float16"``, ``"float32"``).
+        offload: keep decoder layers on the CPU and quantize one at a time on ``device`` (for models larger than
+            the device memory; evaluation then moves the quantized model to ``device``).
 
     Returns:
         The report as text.
@@ -71,6 +86,7 @@ def quantize(
     from lightning_papers.spikellm.eval import perplexity
     from lightning_papers.spikellm.io import save_quantized
     from lightning_papers.spikellm.quantize import quantize as quantize_model
+    from lightning_papers.spikellm.quantize import resolve_dtype
     from lightning_papers.spikellm.tiny import train_tiny_llama
 
     config = quantization if quantization is not None else SpikeLLMConfig(nsamples=64, seqlen=128)
@@ -81,17 +97,26 @@ def quantize(
         if dm.vocab_size != 256:
             raise ValueError("the embedded tiny model is byte-level; use tokenizer=None or give model_path")
         model = train_tiny_llama(steps=train_steps, tokens=dm.tokens("train"), seed=seed, progress=True)
+        if dtype is not None:
+            model.to(resolve_dtype(dtype))
     else:
-        model = load_causal_lm(model_path)
+        model = load_causal_lm(model_path, dtype=dtype)
     model.eval()
+    if device is not None and not offload:
+        model.to(device)
     if eval_text_files:
         ev = TextDataModule(text_files=eval_text_files, tokenizer=tokenizer, seq_len=eval_seqlen, seed=seed)
         eval_tokens = ev.encode(ev.read_text())
     else:
         eval_tokens = dm.tokens("val")
     calib = dm.calibration_batches(config.nsamples, config.seqlen, seed=config.seed)
-    before = perplexity(model, eval_tokens, eval_seqlen, batch_size, max_eval_windows)
-    report = quantize_model(model, calib, config, batch_size=batch_size)
+    if offload:
+        before = float("nan")  # the full-precision model is not on the device: skip its evaluation
+    else:
+        before = perplexity(model, eval_tokens, eval_seqlen, batch_size, max_eval_windows)
+    report = quantize_model(model, calib, config, batch_size=batch_size, device=device, offload=offload)
+    if offload and device is not None:
+        model.to(device)
     after = perplexity(model, eval_tokens, eval_seqlen, batch_size, max_eval_windows)
     text = (
         f"{report}\n  perplexity full precision {before:.4f} -> quantized {after:.4f}"

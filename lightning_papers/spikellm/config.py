@@ -18,7 +18,8 @@ class SpikeLLMConfig:
         w_bits: base weight bits (per output channel, asymmetric); 16 leaves weights in full precision.
         a_bits: base activation bits (per token, dynamic, asymmetric); 16 = no activation quantization.
         extra_bits: salient channels get ``T = 2**extra_bits`` GIF steps of ``bits`` each.
-        salient_fraction: fraction of input channels of every quantized linear that are salient, in [0, 1].
+        salient_fraction: fraction of input channels of every quantized linear that are salient; strictly
+            between 0 and 1 when spiking (``extra_bits > 0``).
         saliency: ``"first_order"`` (activation saliency, ``mean((X W^T W) * X)``), ``"hessian"``
             (``W^2 / [chol(H^-1)]_jj^2``, OBS style) or ``"random"`` (the control).
         pipeline: ``"rtn"`` (round to nearest), ``"gptq"`` (error feedback) or ``"omniquant"`` (LET + LWC).
@@ -32,6 +33,10 @@ class SpikeLLMConfig:
         targets: linear-name suffixes to quantize inside decoder layers; empty = every ``nn.Linear``.
         gptq_damp: GPTQ dampening, a fraction of the mean Hessian diagonal.
         gptq_block: GPTQ lazy-update block width.
+        kv_bits: bits of the K/V projection outputs (the KV cache), per token and head; 16 = not quantized.
+        spike_kv: salient K/V channels (by output energy) get ``2**extra_bits`` GIF steps (paper's optional
+            K/V spiking).
+        kv_targets: leaf names of the K and V projections.
         let_alpha: OmniQuant LET migration strength ``s = max|X|^a / max|W|^(1-a)``.
         let: learn equivalent transforms in the OmniQuant pipeline.
         lwc: learn weight clipping in the OmniQuant pipeline.
@@ -71,17 +76,31 @@ class SpikeLLMConfig:
     let_lr: float = 1e-3
     lwc_lr: float = 1e-2
     seed: int = 0
+    kv_bits: int = 16
+    spike_kv: bool = False
+    kv_targets: list[str] = field(default_factory=lambda: ["k_proj", "v_proj"])
 
     def __post_init__(self) -> None:
         for name in ("w_bits", "a_bits"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= 16):
                 raise ValueError(f"{name} must be an integer in [1, 16] (16 = full precision), got {value!r}")
+        if isinstance(self.kv_bits, bool) or not isinstance(self.kv_bits, int) or not (2 <= self.kv_bits <= 16):
+            raise ValueError(f"kv_bits must be an integer in [2, 16] (16 = K/V cache not quantized), got {self.kv_bits!r}")
         if isinstance(self.extra_bits, bool) or not isinstance(self.extra_bits, int) or not 0 <= self.extra_bits <= 4:
             raise ValueError(f"extra_bits must be an integer in [0, 4], got {self.extra_bits!r}")
         if not isinstance(self.salient_fraction, (int, float)) or not 0.0 <= float(self.salient_fraction) <= 1.0:
             raise ValueError(f"salient_fraction must be in [0, 1], got {self.salient_fraction!r}")
         self.salient_fraction = float(self.salient_fraction)
+        spiking = self.extra_bits > 0 and self.spike != "none"
+        if spiking and self.salient_fraction in (0.0, 1.0):
+            raise ValueError(
+                f"salient_fraction={self.salient_fraction} with extra_bits={self.extra_bits}: spiking needs a fraction "
+                "strictly between 0 and 1 (0 spikes no channel: set extra_bits=0; 1 spikes every channel: that is "
+                "plain quantization on the finer grid)"
+            )
+        if self.spike_kv and self.kv_bits >= 16:
+            raise ValueError("spike_kv=True needs K/V cache quantization: set kv_bits < 16")
         if self.saliency not in SALIENCY:
             raise ValueError(f"saliency must be one of {SALIENCY}, got {self.saliency!r}")
         if self.pipeline not in PIPELINES:
@@ -101,7 +120,7 @@ class SpikeLLMConfig:
             raise ValueError(f"gptq_damp must be >= 0, got {self.gptq_damp}")
         if self.ternary and self.w_bits >= 16:
             raise ValueError("ternary=True needs weight quantization (w_bits < 16)")
-        self.ignore, self.targets = list(self.ignore), list(self.targets)
+        self.ignore, self.targets, self.kv_targets = list(self.ignore), list(self.targets), list(self.kv_targets)
 
     @property
     def quantize_weights(self) -> bool:

@@ -27,7 +27,8 @@ def gptq_quantize(
     ternary: bool = False,
     damp: float = 0.01,
     block_size: int = 128,
-) -> torch.Tensor:
+    return_params: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Quantize ``weight`` (out, in) with GPTQ error feedback; returns the dequantized weight.
 
     Args:
@@ -40,9 +41,11 @@ def gptq_quantize(
         ternary: non-salient columns ternary.
         damp: dampening fraction of the mean Hessian diagonal.
         block_size: lazy-batch width.
+        return_params: also return the per-group grids (``scale_lo``, ``zero_lo``, ... ``(out, groups, 1)``),
+            from which :func:`~lightning_papers.spikellm.weight_quant.weight_codes` recovers the integer codes.
 
     Returns:
-        The quantized (dequantized-valued) weight, same shape and dtype as ``weight``.
+        The quantized (dequantized-valued) weight, same shape and dtype as ``weight`` (and the grids).
 
     Raises:
         ValueError: on shape mismatches or a group size that does not divide the input width.
@@ -67,6 +70,7 @@ def gptq_quantize(
     w[:, dead] = 0.0
     q = torch.zeros_like(w)
     params = None
+    per_group: list[dict[str, torch.Tensor]] = []
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
         w1 = w[:, i1:i2].clone()
@@ -78,6 +82,7 @@ def gptq_quantize(
                 # the group's range from the *current* (error-updated) weights
                 current = torch.cat([w1[:, i:], w[:, i2:]], dim=1)[:, :g]
                 params = weight_qparams(current.unsqueeze(1), bits, ext, sal[col : col + g].view(1, 1, g), ternary=ternary)
+                per_group.append(params)
             wc = w1[:, i]
             qc = apply_weight_qparams(wc.view(rows, 1, 1), params, sal[col].view(1, 1, 1)).view(rows)
             q[:, col] = qc
@@ -85,4 +90,8 @@ def gptq_quantize(
             w1[:, i:] -= e.unsqueeze(1) * h1[i, i:].unsqueeze(0)
             err1[:, i] = e
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return q.to(weight.dtype)
+    if not return_params:
+        return q.to(weight.dtype)
+    stacked = {k: torch.cat([p[k] for p in per_group], dim=1) if per_group[0][k].dim() == 3 else per_group[0][k]
+               for k in per_group[0]}  # fmt: skip
+    return q.to(weight.dtype), stacked

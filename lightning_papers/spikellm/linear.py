@@ -12,7 +12,12 @@ from lightning_papers.spikellm.config import SpikeLLMConfig
 from lightning_papers.spikellm.gif import GIFQuantizer, asym_params, gif_levels, level_bits, mixed_fake_quant
 from lightning_papers.spikellm.weight_quant import fake_quant_weight, weight_bits
 
-__all__ = ["SpikeLinear"]
+__all__ = ["SpikeLinear", "is_conv1d"]
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is a Hugging Face ``Conv1D`` (GPT-2's transposed linear), without importing it."""
+    return type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None and module.weight.dim() == 2
 
 
 class SpikeLinear(nn.Module):
@@ -47,6 +52,8 @@ class SpikeLinear(nn.Module):
         self.register_buffer("salient_mask", torch.zeros(in_features, dtype=torch.bool))
         self.act_quant = self.config.quantize_activations
         self.weight_quantized = False
+        self.qat = False
+        self._wparams: dict[str, torch.Tensor] | None = None
         # OmniQuant calibration state, kept out of the state_dict on purpose: "in_scale" (input divided
         # here, weight columns multiplied), "w_in_scale" (input already divided upstream), "out_scale"
         # (weight rows divided), "lwc_up"/"lwc_low" (clipping logits)
@@ -68,8 +75,27 @@ class SpikeLinear(nn.Module):
         layer.register_buffer("salient_mask", torch.zeros(linear.in_features, dtype=torch.bool, device=linear.weight.device))
         layer.act_quant = config.quantize_activations
         layer.weight_quantized = False
+        layer.qat = False
+        layer._wparams = None
         layer._calib = {}
         return layer
+
+    @classmethod
+    def from_module(cls, module: nn.Module, config: SpikeLLMConfig) -> SpikeLinear:
+        """Wrap an ``nn.Linear`` or a GPT-2 style ``Conv1D`` (``y = x W + b`` with ``W`` of shape (in, out)).
+
+        A ``Conv1D`` becomes an equivalent linear layer (its weight transposed once, a new parameter).
+        """
+        if isinstance(module, nn.Linear):
+            return cls.from_linear(module, config)
+        if is_conv1d(module):
+            lin = nn.Linear(module.weight.shape[0], module.weight.shape[1], bias=module.bias is not None,
+                            device="meta")  # fmt: skip
+            lin.weight = nn.Parameter(module.weight.detach().t().contiguous(), requires_grad=False)
+            if module.bias is not None:
+                lin.bias = nn.Parameter(module.bias.detach().clone(), requires_grad=False)
+            return cls.from_linear(lin, config)
+        raise TypeError(f"expected nn.Linear or a Conv1D, got {type(module).__name__}")
 
     # ---------------------------------------------------------------- weights
     def _weight_mask(self) -> torch.Tensor | None:
@@ -89,21 +115,38 @@ class SpikeLinear(nn.Module):
             w = self._fake_quant_weight(w, ste=True)
         return w, b
 
-    def _fake_quant_weight(self, w: torch.Tensor, ste: bool = False) -> torch.Tensor:
+    def _fake_quant_weight(self, w: torch.Tensor, ste: bool = False, keep_params: bool = False) -> torch.Tensor:
         cfg = self.config
         up = torch.sigmoid(self._calib["lwc_up"]) if "lwc_up" in self._calib else None
         low = torch.sigmoid(self._calib["lwc_low"]) if "lwc_low" in self._calib else None
-        return fake_quant_weight(
+        out, params = fake_quant_weight(
             w, cfg.w_bits, cfg.extra_bits if cfg.spike_weights else 0, self._weight_mask(), cfg.group_size,
-            clip_up=up, clip_low=low, ternary=cfg.ternary, ste=ste,
+            clip_up=up, clip_low=low, ternary=cfg.ternary, ste=ste, return_params=True,
         )  # fmt: skip
+        if keep_params:
+            self._wparams = params
+        return out
+
+    def _set_mask_persistence(self, persistent: bool) -> None:
+        for name in ("salient_mask", "out_salient_mask"):
+            if name in self._buffers:
+                self.register_buffer(name, self._buffers[name], persistent=persistent)
 
     @torch.no_grad()
     def quantize_weight_(self) -> None:
-        """Round-to-nearest weight quantization in place (no-op when ``w_bits == 16`` or already done)."""
+        """Round-to-nearest weight quantization in place (no-op when ``w_bits == 16`` or already done).
+
+        After quantization-aware training this bakes the latent weights into the grid the forward used.
+        """
         if self.config.quantize_weights and not self.weight_quantized:
-            self.weight.data = self._fake_quant_weight(self.weight.data.float()).to(self.weight.dtype)
+            self.weight.data = self._fake_quant_weight(self.weight.data.float(), keep_params=True).to(self.weight.dtype)
         self.weight_quantized = True
+        if self.qat:
+            self.qat = False
+            self._set_mask_persistence(True)
+            self.weight.requires_grad_(False)
+            if self.bias is not None:
+                self.bias.requires_grad_(False)
 
     @torch.no_grad()
     def fold_calibration_(self) -> None:
@@ -117,7 +160,7 @@ class SpikeLinear(nn.Module):
             w = w / c["out_scale"].detach().float().view(-1, 1)
             b = None if b is None else b / c["out_scale"].detach().float()
         if self.config.quantize_weights and not self.weight_quantized:
-            w = self._fake_quant_weight(w)
+            w = self._fake_quant_weight(w, keep_params=True)
         self.weight.data = w.to(self.weight.dtype)
         if b is not None:
             self.bias.data = b.to(self.bias.dtype)
@@ -133,13 +176,60 @@ class SpikeLinear(nn.Module):
         mask = self.salient_mask if cfg.spike_activations else None
         return mixed_fake_quant(x, mask, cfg.a_bits, cfg.extra_bits if cfg.spike_activations else 0, ste=ste)
 
+    def weight_params(self) -> dict[str, torch.Tensor] | None:
+        """The grids the stored weight was rounded on (``scale_lo``, ``zero_lo``, ...), or None."""
+        return self._wparams
+
+    def set_weight_params(self, params: dict[str, torch.Tensor]) -> None:
+        """Record the grids of an externally quantized weight (GPTQ), so it can be packed exactly."""
+        self._wparams = {k: v.detach() for k, v in params.items()}
+        self.weight_quantized = True
+
+    def enable_output_quant(self, bits: int, extra_bits: int, salient: torch.Tensor, group: int) -> None:
+        """Fake-quantize this layer's output per token and per ``group`` channels (a head: the KV cache), with
+        ``salient`` output channels on the ``2**extra_bits``-step GIF grid."""
+        if self.out_features % group:
+            raise ValueError(f"group={group} does not divide out_features={self.out_features}")
+        self.out_bits, self.out_extra_bits, self.out_group = bits, extra_bits, group
+        self.register_buffer("out_salient_mask", salient.to(self.weight.device, torch.bool).clone())
+
+    def _quantize_output(self, y: torch.Tensor, ste: bool = False) -> torch.Tensor:
+        bits = getattr(self, "out_bits", 16)
+        if bits >= 16:
+            return y
+        g = self.out_group
+        mask = self.out_salient_mask.view(-1, g)  # (groups, g): per-head masks
+        yg = y.reshape(*y.shape[:-1], -1, g)
+        return mixed_fake_quant(yg, mask if self.out_extra_bits else None, bits, self.out_extra_bits, ste=ste).reshape_as(y)
+
+    def enable_qat(self) -> None:
+        """Quantization-aware training: the weight becomes a trainable latent tensor that is fake-quantized
+        (round-to-nearest on its current range) in every forward, with straight-through gradients, and the
+        input is fake-quantized with straight-through rounding as well."""
+        self.qat = True
+        self.weight_quantized = False
+        self._wparams = None
+        # masks live in the callback's checkpoint state: keep the module's state_dict that of an nn.Linear, so a
+        # Lightning checkpoint restores into the unquantized model before the callback re-inserts the layers
+        self._set_mask_persistence(False)
+        self.weight.requires_grad_(True)
+        if self.bias is not None:
+            self.bias.requires_grad_(True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.qat:
+            ste = torch.is_grad_enabled()
+            w = self._fake_quant_weight(self.weight, ste=ste) if self.config.quantize_weights else self.weight
+            b = None if self.bias is None else self.bias.to(x.dtype)
+            return self._quantize_output(F.linear(self.quantize_input(x, ste=ste), w.to(x.dtype), b), ste)
         if self._calib:
             w, b = self.transformed_weight(ste=True)
             if "in_scale" in self._calib:
                 x = x / self._calib["in_scale"]
-            return F.linear(self.quantize_input(x, ste=True), w.to(x.dtype), None if b is None else b.to(x.dtype))
-        return F.linear(self.quantize_input(x), self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+            y = F.linear(self.quantize_input(x, ste=True), w.to(x.dtype), None if b is None else b.to(x.dtype))
+            return self._quantize_output(y, ste=True)
+        y = F.linear(self.quantize_input(x), self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        return self._quantize_output(y)
 
     @torch.no_grad()
     def spike_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,7 +296,17 @@ class SpikeLinear(nn.Module):
             f"salient={int(self.salient_mask.sum())}"
         )
 
+    def output_bits(self) -> float:
+        """Average information bits per output value when the output (K/V cache) is quantized, else 16."""
+        bits = getattr(self, "out_bits", 16)
+        if bits >= 16:
+            return 16.0
+        if not self.out_extra_bits:
+            return float(bits)
+        frac = float(self.out_salient_mask.float().mean())
+        return (1 - frac) * bits + frac * level_bits(gif_levels(bits, self.out_extra_bits))
+
     def quant_state(self) -> dict[str, Any]:
         """Summary used by reports."""
         return {"weight_bits": self.weight_bits(), "activation_bits": self.activation_bits(),
-                "salient": int(self.salient_mask.sum())}  # fmt: skip
+                "salient": int(self.salient_mask.sum()), "output_bits": self.output_bits()}  # fmt: skip

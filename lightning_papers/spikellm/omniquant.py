@@ -20,6 +20,7 @@ from torch import nn
 
 from lightning_papers.spikellm.config import SpikeLLMConfig
 from lightning_papers.spikellm.linear import SpikeLinear
+from lightning_papers.spikellm.quantize import run_layer
 from lightning_papers.spikellm.saliency import SaliencyStats
 
 __all__ = ["omniquant_layer"]
@@ -116,8 +117,7 @@ def omniquant_layer(
             for _ in range(config.epochs):
                 total = 0.0
                 for x, kw, y in zip(inputs, kwargs_list, fp_outs):
-                    out = layer(x.float(), **kw)
-                    out = out[0] if isinstance(out, (tuple, list)) else out
+                    out = run_layer(layer, x, kw)
                     loss = torch.nn.functional.mse_loss(out.float(), y.float())
                     if not torch.isfinite(loss):
                         raise FloatingPointError("OmniQuant loss is not finite; lower let_lr / lwc_lr")
@@ -135,8 +135,11 @@ def omniquant_layer(
     with torch.no_grad():
         for g in groups:
             if g["kind"] == "norm":
-                norm = g["norm"]
-                norm.weight.data = (norm.weight.data.float() / g["scale"].detach().float()).to(norm.weight.dtype)
+                norm, scale = g["norm"], g["scale"].detach().float()
+                if "Gemma" in type(norm).__name__:  # Gemma's RMSNorm multiplies by (1 + weight)
+                    norm.weight.data = ((1 + norm.weight.data.float()) / scale - 1).to(norm.weight.dtype)
+                else:
+                    norm.weight.data = (norm.weight.data.float() / scale).to(norm.weight.dtype)
         for lin in linears.values():
             lin._calib.pop("active", None)
             lin.fold_calibration_()

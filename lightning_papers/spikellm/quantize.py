@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +22,23 @@ from tqdm.auto import tqdm
 
 from lightning_papers.spikellm.config import SpikeLLMConfig
 from lightning_papers.spikellm.gptq import gptq_quantize
-from lightning_papers.spikellm.linear import SpikeLinear
+from lightning_papers.spikellm.kv import kv_stats_hooks
+from lightning_papers.spikellm.linear import SpikeLinear, is_conv1d
 from lightning_papers.spikellm.saliency import SaliencyStats, hessian_scores, random_mask, select_salient
 
-__all__ = ["QuantizationReport", "find_decoder_layers", "quantize", "quantized_linears", "target_linears"]
+__all__ = [
+    "QuantizationReport",
+    "capture_layer_inputs",
+    "check_token_ids",
+    "find_decoder_layers",
+    "move_except_layers",
+    "quantize",
+    "quantized_linears",
+    "resolve_dtype",
+    "run_layer",
+    "target_linears",
+    "vocab_size_of",
+]
 
 _LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "transformer.layers")
 
@@ -81,11 +94,14 @@ def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
     """
     for path in _LAYER_PATHS:
         layers = _get(model, path)
-        if isinstance(layers, nn.ModuleList) and len(layers) > 0:
+        if isinstance(layers, nn.ModuleList):
+            if len(layers) == 0:
+                raise ValueError(f"{type(model).__name__} has no decoder layers ({path} is empty); nothing to quantize")
             return layers
     raise ValueError(
         f"unsupported architecture {type(model).__name__}: no decoder-layer list at any of {_LAYER_PATHS}; "
-        "SpikeLLM supports Llama-style Hugging Face causal LMs"
+        "SpikeLLM supports Hugging Face decoder-only causal LMs (Llama, Qwen2, Mistral, Gemma, Phi-3, OPT, GPT-NeoX, "
+        "GPT-2, ...)"
     )
 
 
@@ -93,12 +109,12 @@ def _matches(name: str, suffixes: list[str]) -> bool:
     return any(name == s or name.endswith("." + s) for s in suffixes)
 
 
-def target_linears(layer: nn.Module, config: SpikeLLMConfig, prefix: str = "") -> dict[str, nn.Linear]:
-    """The ``nn.Linear`` modules of one decoder layer that ``config`` quantizes (name -> module)."""
+def target_linears(layer: nn.Module, config: SpikeLLMConfig, prefix: str = "") -> dict[str, nn.Module]:
+    """The ``nn.Linear`` (or GPT-2 ``Conv1D``) modules of one decoder layer that ``config`` quantizes."""
     found = {}
     for name, module in layer.named_modules():
         full = f"{prefix}.{name}" if prefix else name
-        if type(module) is nn.Linear and not _matches(full, config.ignore):
+        if (type(module) is nn.Linear or is_conv1d(module)) and not _matches(full, config.ignore):
             if not config.targets or _matches(name, config.targets):
                 found[name] = module
     return found
@@ -109,7 +125,36 @@ def quantized_linears(model: nn.Module) -> dict[str, SpikeLinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, SpikeLinear)}
 
 
-def _calibration_batches(calibration: Any, config: SpikeLLMConfig, batch_size: int) -> list[torch.Tensor]:
+def _linear_weight(module: nn.Module) -> torch.Tensor:
+    """The weight as ``(out, in)`` (a ``Conv1D`` stores it transposed)."""
+    return module.weight.t() if is_conv1d(module) else module.weight
+
+
+def vocab_size_of(model: nn.Module) -> int | None:
+    """The input vocabulary size (rows of the input embedding), or None when unknown."""
+    get = getattr(model, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    if isinstance(emb, nn.Embedding):
+        return emb.num_embeddings
+    return getattr(getattr(model, "config", None), "vocab_size", None)
+
+
+def check_token_ids(ids: torch.Tensor, vocab_size: int | None, what: str = "calibration") -> None:
+    """Raise a ``ValueError`` naming the first token id outside ``[0, vocab_size)``."""
+    if vocab_size is None or ids.numel() == 0:
+        return
+    bad = (ids < 0) | (ids >= vocab_size)
+    if bool(bad.any()):
+        pos = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"{what} token id {int(ids[pos])} at position {pos} is outside the model's vocabulary of size "
+            f"{vocab_size} (valid ids: 0..{vocab_size - 1})"
+        )
+
+
+def _calibration_batches(
+    calibration: Any, config: SpikeLLMConfig, batch_size: int, vocab_size: int | None = None
+) -> list[torch.Tensor]:
     if isinstance(calibration, torch.Tensor):
         source: Iterable = [calibration]
     elif isinstance(calibration, Iterable) and not isinstance(calibration, (str, bytes)):
@@ -125,7 +170,9 @@ def _calibration_batches(calibration: Any, config: SpikeLLMConfig, batch_size: i
             raise TypeError("calibration batches must be integer token-id tensors of shape (batch, seqlen)")
         if item.dim() == 1:
             item = item.unsqueeze(0)
-        if item.dim() != 2:
+        if item.dim() != 2 or item.shape[0] == 0:
+            if item.dim() == 2:
+                continue
             raise ValueError(f"calibration batches must have shape (batch, seqlen), got {tuple(item.shape)}")
         if item.shape[1] < config.seqlen:
             raise ValueError(
@@ -138,8 +185,9 @@ def _calibration_batches(calibration: Any, config: SpikeLLMConfig, batch_size: i
         if total >= config.nsamples:
             break
     if total == 0:
-        raise ValueError("calibration data is empty")
+        raise ValueError("calibration data is empty: pass at least one window of token ids (shape (n, seqlen), n >= 1)")
     ids = torch.cat(rows)
+    check_token_ids(ids, vocab_size)
     return list(ids.split(batch_size))
 
 
@@ -151,11 +199,19 @@ def _layer_out(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def _is_cache(obj: Any) -> bool:
+    return hasattr(obj, "get_seq_length") or type(obj).__name__.endswith("Cache")
+
+
 @torch.no_grad()
 def capture_layer_inputs(
-    model: nn.Module, layers: nn.ModuleList, batches: list[torch.Tensor]
+    model: nn.Module, layers: nn.ModuleList, batches: list[torch.Tensor], device: torch.device | None = None
 ) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
-    """Inputs (hidden states, keyword arguments) of the first decoder layer for each batch."""
+    """Inputs (hidden states, keyword arguments) of the first decoder layer for each batch.
+
+    Positional arguments after the hidden states (GPT-2 passes its mask positionally) are kept under the
+    key ``"__args__"``; KV caches are replaced by None (calibration needs none).
+    """
     hidden: list[torch.Tensor] = []
     kwargs_list: list[dict[str, Any]] = []
 
@@ -167,11 +223,14 @@ def capture_layer_inputs(
                 kw[key] = None
         if "use_cache" in kw:
             kw["use_cache"] = False
+        rest = tuple(None if _is_cache(a) else a for a in args[1:])
+        if rest:
+            kw["__args__"] = rest
         hidden.append(h.detach())
         kwargs_list.append(kw)
         raise _StopForward
 
-    device = next(model.parameters()).device
+    device = device if device is not None else _first_device(model)
     handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
     try:
         for ids in batches:
@@ -186,10 +245,44 @@ def capture_layer_inputs(
     return hidden, kwargs_list
 
 
+def run_layer(layer: nn.Module, x: torch.Tensor, kw: dict[str, Any]) -> torch.Tensor:
+    """Call a decoder layer with captured arguments and return its hidden-state output."""
+    args = kw.get("__args__", ())
+    rest = {k: v for k, v in kw.items() if k != "__args__"}
+    return _layer_out(layer(x, *args, **rest))
+
+
+def _first_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
+
+
+def move_except_layers(model: nn.Module, layers: nn.ModuleList, device: torch.device | str) -> None:
+    """Move every parameter and buffer of ``model`` outside ``layers`` to ``device`` (tied weights stay tied)."""
+
+    def rec(module: nn.Module) -> None:
+        for p in module._parameters.values():
+            if p is not None and p.device.type != "meta":
+                p.data = p.data.to(device)
+        for key, b in module._buffers.items():
+            if b is not None and b.device.type != "meta":
+                module._buffers[key] = b.to(device)
+        for child in module.children():
+            if child is not layers:
+                rec(child)
+
+    rec(model)
+
+
 def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, module)
+
+
+LayerHook = Callable[[int, nn.Module], None]
 
 
 @torch.no_grad()
@@ -199,22 +292,41 @@ def quantize(
     config: SpikeLLMConfig | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    device: str | torch.device | None = None,
+    offload: bool = False,
+    dtype: str | torch.dtype | None = None,
+    layer_start: LayerHook | None = None,
+    layer_end: LayerHook | None = None,
+    qat: bool = False,
 ) -> QuantizationReport:
     """Quantize a causal LM in place with SpikeLLM (OBSpiking on RTN, GPTQ or OmniQuant).
 
     Args:
-        model: a Hugging Face Llama-style causal LM (``model.model.layers`` of decoder layers).
+        model: a Hugging Face decoder-only causal LM (Llama, Qwen2, Mistral, Gemma, Phi-3, OPT, GPT-NeoX,
+            GPT-2, ...): decoder layers at ``model.layers``, ``transformer.h``, ``gpt_neox.layers``, ...
         calibration: token ids ``(nsamples, seqlen)`` (LongTensor) or an iterable of such batches
             (or of dicts with ``input_ids``); windows longer than ``config.seqlen`` are truncated.
         config: settings (default ``SpikeLLMConfig()``: W4A4, 10% salient channels with +1 bit).
         batch_size: calibration windows per forward pass.
         progress: show a tqdm bar over decoder layers.
+        device: compute device (default: where the model is). Without ``offload`` the whole model moves there.
+        offload: keep the decoder layers on the CPU and move one at a time to ``device`` (embeddings, final
+            norm and head go to ``device``; calibration activations stay there): peak device memory is one
+            layer plus activations, so a 7B model quantizes on one small GPU. The model ends on the CPU.
+        dtype: cast the model to this dtype first (``"bfloat16"``, ``"float16"``, ...); forward passes then
+            run in it, while statistics, GPTQ and scales are computed in float32.
+        layer_start: called as ``layer_start(index, layer)`` before a layer is processed (e.g. to load its
+            weights from disk); ``layer_end`` after (e.g. to write it out and free it).
+        qat: prepare quantization-aware training instead: choose the salient masks from calibration and
+            insert :class:`SpikeLinear` modules whose weights stay trainable and are fake-quantized (with
+            straight-through gradients) in every forward; no weight rounding or OmniQuant calibration here.
 
     Returns:
         A :class:`QuantizationReport`.
 
     Raises:
-        ValueError: unsupported architecture, no supported linears, calibration shorter than ``seqlen``.
+        ValueError: unsupported architecture, no decoder layers or supported linears, empty calibration,
+            token ids outside the vocabulary, calibration shorter than ``seqlen``.
         TypeError: calibration of the wrong type.
 
     Example::
@@ -239,31 +351,44 @@ def quantize(
     if not any(targets):
         raise ValueError(
             f"no supported linear layers to quantize in {type(model).__name__}: SpikeLLM replaces torch.nn.Linear "
-            f"modules inside decoder layers (targets={config.targets or 'all'}, ignore={config.ignore})"
+            f"(and GPT-2 Conv1D) modules inside decoder layers (targets={config.targets or 'all'}, ignore={config.ignore})"
         )
-    batches = _calibration_batches(calibration, config, batch_size)
+    batches = _calibration_batches(calibration, config, batch_size, vocab_size_of(model))
+    if dtype is not None:
+        model.to(resolve_dtype(dtype))
+    compute = torch.device(device) if device is not None else _first_device(model)
+    if offload:
+        move_except_layers(model, layers, compute)
+    elif device is not None:
+        model.to(compute)
     was_training = model.training
     model.eval()
-    inputs, kwargs_list = capture_layer_inputs(model, layers, batches)
+    inputs, kwargs_list = capture_layer_inputs(model, layers, batches, compute)
     report = QuantizationReport(config=config.to_dict())
     gen = torch.Generator().manual_seed(config.seed)
     need_hessian = (config.pipeline == "gptq" and config.quantize_weights) or config.saliency == "hessian"
+    acc = [0.0] * 5  # weight-bit sum, weights, activation-bit sum, GIF-step sum, input channels
 
     bar = tqdm(range(len(layers)), desc="SpikeLLM layers", disable=not progress)
     for idx in bar:
         t0 = time.perf_counter()
+        if layer_start is not None:
+            layer_start(idx, layers[idx])
         layer = layers[idx]
-        linears = targets[idx]
+        if offload:
+            layer.to(compute)
+        linears = targets[idx] if layer_start is None else target_linears(layer, config, f"{layer_prefix}.{idx}")
         stats = {
-            name: SaliencyStats(lin.weight, first_order=config.saliency == "first_order", hessian=need_hessian)
+            name: SaliencyStats(_linear_weight(lin), first_order=config.saliency == "first_order", hessian=need_hessian)
             for name, lin in linears.items()
         }
+        kv = kv_stats_hooks(layer, linears, config)
         handles = [
             lin.register_forward_hook(lambda _m, inp, _out, s=stats[name]: s.add_batch(inp[0]))
             for name, lin in linears.items()
-        ]
+        ] + kv.handles
         try:
-            fp_outs = [_layer_out(layer(x, **kw)) for x, kw in zip(inputs, kwargs_list)]
+            fp_outs = [run_layer(layer, x, kw) for x, kw in zip(inputs, kwargs_list)]
         finally:
             for h in handles:
                 h.remove()
@@ -271,36 +396,41 @@ def quantize(
         spiking: dict[str, SpikeLinear] = {}
         for name, lin in linears.items():
             st = stats[name]
+            weight = _linear_weight(lin)
             if config.saliency == "first_order":
                 mask = select_salient(st.first_order_scores(), config.salient_fraction)
             elif config.saliency == "hessian":
-                mask = select_salient(hessian_scores(lin.weight, st.hessian, config.gptq_damp), config.salient_fraction)
+                mask = select_salient(hessian_scores(weight, st.hessian, config.gptq_damp), config.salient_fraction)
             else:
-                mask = random_mask(lin.in_features, config.salient_fraction, gen)
-            sl = SpikeLinear.from_linear(lin, config)
+                mask = random_mask(weight.shape[1], config.salient_fraction, gen)
+            sl = SpikeLinear.from_module(lin, config)
             sl.salient_mask.copy_(mask.to(sl.salient_mask.device))
+            kv.attach(name, sl)
             _set_module(layer, name, sl)
             spiking[name] = sl
 
-        if config.pipeline == "omniquant":
+        if config.pipeline == "omniquant" and not qat:
             from lightning_papers.spikellm.omniquant import omniquant_layer
 
             omniquant_layer(layer, spiking, stats, inputs, kwargs_list, fp_outs, config)
         for name, sl in spiking.items():
-            if config.pipeline == "gptq" and config.quantize_weights:
+            if qat:
+                sl.enable_qat()
+            elif config.pipeline == "gptq" and config.quantize_weights:
                 mask = sl.salient_mask if config.spike_weights else None
-                sl.weight.data = gptq_quantize(
+                q, params = gptq_quantize(
                     sl.weight.data, stats[name].hessian, config.w_bits, config.extra_bits if config.spike_weights else 0,
-                    mask, config.group_size, config.ternary, config.gptq_damp, config.gptq_block,
-                ).to(sl.weight.dtype)  # fmt: skip
-                sl.weight_quantized = True
+                    mask, config.group_size, config.ternary, config.gptq_damp, config.gptq_block, return_params=True,
+                )  # fmt: skip
+                sl.weight.data = q.to(sl.weight.dtype)
+                sl.set_weight_params(params)
             else:
                 sl.quantize_weight_()
 
         num = den = 0.0
         new_inputs = []
         for x, kw, y in zip(inputs, kwargs_list, fp_outs):
-            q = _layer_out(layer(x, **kw))
+            q = run_layer(layer, x, kw)
             num += float(((q.float() - y.float()) ** 2).sum())
             den += float((y.float() ** 2).sum())
             new_inputs.append(q)
@@ -309,22 +439,38 @@ def quantize(
         report.layers.append({"layer": idx, "rel_error": rel, "seconds": time.perf_counter() - t0})
         bar.set_postfix(rel_error=f"{rel:.3g}")
         del fp_outs, stats
+        for name, sl in spiking.items():  # summarised now: layer_end may free the layer
+            state = sl.quant_state()
+            report.linears.append({"name": f"{layer_prefix}.{idx}.{name}", **state})
+            acc[0] += state["weight_bits"] * sl.weight.numel()
+            acc[1] += sl.weight.numel()
+            acc[2] += state["activation_bits"] * sl.in_features
+            acc[3] += sl.activation_steps() * sl.in_features
+            acc[4] += sl.in_features
+        if offload:
+            layer.to("cpu")
+        if layer_end is not None:
+            layer_end(idx, layer)
 
-    w_num = w_den = a_num = a_den = s_num = 0.0
-    for name, sl in quantized_linears(model).items():
-        state = sl.quant_state()
-        report.linears.append({"name": name, **state})
-        w_num += state["weight_bits"] * sl.weight.numel()
-        w_den += sl.weight.numel()
-        a_num += state["activation_bits"] * sl.in_features
-        s_num += sl.activation_steps() * sl.in_features
-        a_den += sl.in_features
-    report.avg_weight_bits = w_num / w_den
-    report.avg_activation_bits = a_num / a_den
-    report.avg_activation_steps = s_num / a_den
+    report.avg_weight_bits = acc[0] / max(acc[1], 1)
+    report.avg_activation_bits = acc[2] / max(acc[4], 1)
+    report.avg_activation_steps = acc[3] / max(acc[4], 1)
     report.seconds = time.perf_counter() - start
+    if offload:
+        move_except_layers(model, layers, "cpu")
     model.spikellm_config = config
     model.train(was_training)
     if not math.isfinite(sum(r["rel_error"] for r in report.layers)):
         raise FloatingPointError("quantization produced non-finite layer outputs")
     return report
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"bfloat16"``/``"bf16"``/``torch.bfloat16`` -> ``torch.bfloat16`` (and fp16, fp32 alike)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+             "half": torch.float16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}  # fmt: skip
+    if dtype not in names:
+        raise ValueError(f"dtype must be one of {sorted(names)}, got {dtype!r}")
+    return names[dtype]

@@ -13,7 +13,15 @@ import torch
 
 from lightning_papers.spikellm.gif import asym_params, gif_levels, level_bits, round_ste
 
-__all__ = ["WeightQParams", "fake_quant_weight", "weight_bits", "weight_qparams", "apply_weight_qparams"]
+__all__ = [
+    "WeightQParams",
+    "apply_weight_qparams",
+    "dequantize_codes",
+    "fake_quant_weight",
+    "weight_bits",
+    "weight_codes",
+    "weight_qparams",
+]
 
 WeightQParams = dict[str, torch.Tensor]
 
@@ -98,6 +106,35 @@ def apply_weight_qparams(
     return torch.where(salient.to(wg.device), high, low)
 
 
+def weight_codes(wg: torch.Tensor, params: WeightQParams, salient: torch.Tensor | None) -> torch.Tensor:
+    """Integer codes of ``wg`` (grouped, ``(rows, groups, group_size)``) on the grids of ``params``.
+
+    Non-salient entries get base-grid codes in ``[0, 2**bits - 1]`` (ternary: ``{-1, 0, 1}``), salient ones
+    GIF-grid codes in ``[0, T * (2**bits - 1)]``; :func:`dequantize_codes` maps them back exactly as
+    :func:`apply_weight_qparams` computes its output.
+    """
+    if "alpha" in params:
+        low = torch.clamp(torch.round(wg / params["alpha"]), -1, 1)
+    else:
+        low = torch.clamp(torch.round(wg / params["scale_lo"]) + params["zero_lo"], torch.zeros_like(params["zero_lo"]),
+                          params["qmax_lo"].to(wg))  # fmt: skip
+    if salient is None or not bool(salient.any()):
+        return low
+    high = torch.clamp(torch.round(wg / params["scale_hi"]) + params["zero_hi"], torch.zeros_like(params["zero_hi"]),
+                       params["qmax_hi"].to(wg))  # fmt: skip
+    return torch.where(salient.to(wg.device), high, low)
+
+
+def dequantize_codes(codes: torch.Tensor, params: WeightQParams, salient: torch.Tensor | None) -> torch.Tensor:
+    """``(q - zero) * scale`` per grid (``q * alpha`` for ternary entries), the inverse of :func:`weight_codes`."""
+    codes = codes.to(torch.float32)
+    low = codes * params["alpha"] if "alpha" in params else (codes - params["zero_lo"]) * params["scale_lo"]
+    if salient is None or not bool(salient.any()):
+        return low
+    high = (codes - params["zero_hi"]) * params["scale_hi"]
+    return torch.where(salient.to(codes.device), high, low)
+
+
 def fake_quant_weight(
     w: torch.Tensor,
     bits: int,
@@ -108,7 +145,8 @@ def fake_quant_weight(
     clip_low: torch.Tensor | None = None,
     ternary: bool = False,
     ste: bool = False,
-) -> torch.Tensor:
+    return_params: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, WeightQParams]:
     """Round-to-nearest quantize-dequantize of a weight matrix ``(out, in)``.
 
     Args:
@@ -121,9 +159,10 @@ def fake_quant_weight(
         clip_low: LWC min factors.
         ternary: non-salient columns ternary.
         ste: straight-through rounding.
+        return_params: also return the grids (``scale_lo``, ``zero_lo``, ... of shape ``(out, groups, 1)``).
 
     Returns:
-        The dequantized weights, same shape as ``w``.
+        The dequantized weights, same shape as ``w`` (and the parameters when ``return_params``).
 
     Example::
 
@@ -134,7 +173,10 @@ def fake_quant_weight(
     wg, g = _group(w, group_size)
     sal = None if salient is None else salient.reshape(1, -1, g)
     params = weight_qparams(wg, bits, extra_bits, sal, clip_up, clip_low, ternary, ste)
-    return apply_weight_qparams(wg, params, sal, ste).reshape_as(w)
+    out = apply_weight_qparams(wg, params, sal, ste).reshape_as(w)
+    if return_params:
+        return out, {k: v.detach() for k, v in params.items()}
+    return out
 
 
 def weight_bits(bits: int, extra_bits: int, salient: torch.Tensor | None, in_features: int, ternary: bool = False) -> float:

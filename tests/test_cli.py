@@ -8,6 +8,7 @@ import torch
 from lightning_papers import cli
 
 ROOT = Path(__file__).resolve().parents[1]
+DIGITS_MLP = str(ROOT / "cli_configs" / "common" / "digits_mlp.yaml")
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -38,7 +39,7 @@ def test_unknown_subcommand_is_a_clear_error(capsys):
 
 def test_fit_fast_dev_run_on_a_config(tmp_path, capsys):
     result = cli.main([
-        "fit", "--config", "cli_configs/common/digits_mlp.yaml",
+        "fit", "--config", DIGITS_MLP,
         "--trainer.fast_dev_run=2", f"--trainer.default_root_dir={tmp_path}",
     ])
     assert result.trainer.global_step == 2  # two optimizer steps, as asked
@@ -63,12 +64,12 @@ def test_fit_trains_from_yaml_with_short_names(tmp_path):
     "args, needle",
     [
         (["fit", "--config", "no/such/config.yaml"], "no/such/config.yaml"),
-        (["fit", "--config", "cli_configs/common/digits_mlp.yaml", "--data.class_path", "NoSuchDataModule"],
+        (["fit", "--config", DIGITS_MLP, "--data.class_path", "NoSuchDataModule"],
          "NoSuchDataModule"),
-        (["fit", "--config", "cli_configs/common/digits_mlp.yaml", "--data.init_args.noise_type", "symmetric",
+        (["fit", "--config", DIGITS_MLP, "--data.init_args.noise_type", "symmetric",
           "--data.init_args.noise_rate", "1.5"], "noise_rate must be in [0, 1), got 1.5"),
         (["bench", "no_such_method"], "no_such_method"),
-        (["fit", "--config", "cli_configs/common/digits_mlp.yaml", "--trainer.max_epochs", "abc"],
+        (["fit", "--config", DIGITS_MLP, "--trainer.max_epochs", "abc"],
          "trainer.max_epochs\": Expected a <class 'int'> (got 'abc')"),
     ],
 )
@@ -109,7 +110,7 @@ def test_console_script_entry_point():
 
 def _tiny_fit_args(root, logger: bool) -> list[str]:
     return [
-        "fit", "--config", str(ROOT / "cli_configs/common/digits_mlp.yaml"),
+        "fit", "--config", DIGITS_MLP,
         "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
         f"--trainer.logger={str(logger).lower()}", f"--trainer.default_root_dir={root}",
     ]

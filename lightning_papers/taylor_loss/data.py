@@ -1,9 +1,11 @@
-"""CIFAR-10 from the official "python version" pickle batches in a user folder (no download)."""
+"""Data for the loss search and its benchmark: generated and scikit-learn-bundled tasks, and CIFAR-10 from
+the official "python version" pickle batches in a user folder. Nothing here downloads."""
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -12,7 +14,7 @@ from torch.utils.data import TensorDataset
 from lightning_papers.data import ArrayDataModule
 from lightning_papers.data.arrays import NoiseType
 
-__all__ = ["CIFAR10DataModule", "read_cifar_batch"]
+__all__ = ["CIFAR10DataModule", "SklearnDataModule", "SyntheticDataModule", "read_cifar_batch"]
 
 #: Per-channel mean and std of the CIFAR-10 training images (in [0, 1] units).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -115,3 +117,121 @@ class CIFAR10DataModule(ArrayDataModule):
             raise FileNotFoundError(f"CIFAR-10 test batch not found: {test_file}")
         x, y = read_cifar_batch(test_file)
         self.test_dataset = TensorDataset(torch.from_numpy(self._to_float(x)), torch.from_numpy(y))
+
+
+class SyntheticDataModule(ArrayDataModule):
+    """A generated classification task (scikit-learn generators; no download).
+
+    Kinds: ``"blobs"`` (isotropic Gaussian clusters, one per class), ``"hypercube"`` (``make_classification``:
+    two clusters per class on hypercube vertices, informative + redundant + noise features) and
+    ``"quantiles"`` (``make_gaussian_quantiles``: classes are concentric shells, a non-linear boundary).
+
+    Args:
+        kind: the generator.
+        n_samples: number of samples.
+        n_features: input dimension.
+        n_classes: number of classes.
+        difficulty: cluster spread for ``blobs`` (std relative to the centre spacing) and ``1/class_sep`` for
+            ``hypercube``; ignored for ``quantiles``.
+        data_seed: seed of the generator (independent of the split ``seed``).
+        batch_size, val_fraction, test_fraction, seed, noise_type, noise_rate, noise_seed, num_workers:
+            see :class:`~lightning_papers.data.ArrayDataModule`.
+
+    Example::
+
+        >>> dm = SyntheticDataModule("blobs", n_samples=200, n_features=8, n_classes=4)
+        >>> dm.setup()
+        >>> dm.input_shape, dm.num_classes
+        ((8,), 4)
+    """
+
+    def __init__(
+        self,
+        kind: Literal["blobs", "hypercube", "quantiles"] = "blobs",
+        n_samples: int = 2000,
+        n_features: int = 20,
+        n_classes: int = 10,
+        difficulty: float = 1.0,
+        data_seed: int = 0,
+        batch_size: int = 128,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        seed: int = 0,
+        noise_type: NoiseType | None = None,
+        noise_rate: float = 0.0,
+        noise_seed: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                         noise_type=noise_type, noise_rate=noise_rate, noise_seed=noise_seed, num_workers=num_workers)
+        if kind not in ("blobs", "hypercube", "quantiles"):
+            raise ValueError(f"kind must be 'blobs', 'hypercube' or 'quantiles', got {kind!r}")
+        if n_samples < 2 * n_classes or n_features < 2 or n_classes < 2 or not difficulty > 0:
+            raise ValueError(
+                f"need n_samples >= 2*n_classes, n_features >= 2, n_classes >= 2, difficulty > 0; got "
+                f"n_samples={n_samples}, n_features={n_features}, n_classes={n_classes}, difficulty={difficulty}"
+            )
+        self.kind, self.n_samples, self.n_features, self.n_classes = kind, n_samples, n_features, n_classes
+        self.difficulty, self.data_seed = float(difficulty), data_seed
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn import datasets
+
+        n, d, c, seed = self.n_samples, self.n_features, self.n_classes, self.data_seed
+        if self.kind == "blobs":
+            centers = np.random.default_rng(seed).normal(size=(c, d))
+            spacing = float(np.median(np.linalg.norm(centers[:, None] - centers[None], axis=-1)[np.triu_indices(c, 1)]))
+            x, y = datasets.make_blobs(n, d, centers=centers, cluster_std=0.35 * spacing * self.difficulty,
+                                       random_state=seed)
+        elif self.kind == "hypercube":
+            informative = max(2, min(d, int(np.ceil(np.log2(2 * c))) + 4))
+            x, y = datasets.make_classification(
+                n, d, n_informative=informative, n_redundant=min(d - informative, 4), n_classes=c,
+                n_clusters_per_class=2, class_sep=1.0 / self.difficulty, flip_y=0.0, random_state=seed,
+            )
+        else:
+            x, y = datasets.make_gaussian_quantiles(n_samples=n, n_features=d, n_classes=c, random_state=seed)
+        return x.astype(np.float32), y.astype(np.int64)
+
+
+class SklearnDataModule(ArrayDataModule):
+    """A small real dataset bundled with scikit-learn (no download): ``wine``, ``breast_cancer`` or ``iris``.
+
+    Args:
+        name: which dataset.
+        batch_size, val_fraction, test_fraction, seed, noise_type, noise_rate, noise_seed, num_workers:
+            see :class:`~lightning_papers.data.ArrayDataModule`.
+
+    Example::
+
+        >>> dm = SklearnDataModule("breast_cancer")
+        >>> dm.setup()
+        >>> dm.input_shape, dm.num_classes
+        ((30,), 2)
+    """
+
+    NAMES = ("wine", "breast_cancer", "iris")
+
+    def __init__(
+        self,
+        name: Literal["wine", "breast_cancer", "iris"] = "breast_cancer",
+        batch_size: int = 128,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        seed: int = 0,
+        noise_type: NoiseType | None = None,
+        noise_rate: float = 0.0,
+        noise_seed: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                         noise_type=noise_type, noise_rate=noise_rate, noise_seed=noise_seed, num_workers=num_workers)
+        if name not in self.NAMES:
+            raise ValueError(f"name must be one of {self.NAMES}, got {name!r}")
+        self.name = name
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn import datasets
+
+        bunch = getattr(datasets, f"load_{self.name}")()
+        return bunch.data.astype(np.float32), bunch.target.astype(np.int64)

@@ -1,287 +1,165 @@
-"""CMA-ES search for a noise-robust Taylor loss (Gao, Gouk & Hospedales, ICCV 2021, Sec. 3).
+"""CMA-ES search for a noise-robust Taylor loss on any tasks (Gao, Gouk & Hospedales, ICCV 2021, Sec. 3).
 
-A candidate is a coefficient vector of :func:`~lightning_papers.taylor_loss.loss.taylor_loss`. Its fitness
-is the clean-validation accuracy, averaged over a grid of tasks (dataset × architecture × noise type and
-rate), of a network trained from scratch with that loss on noisy labels. CMA-ES (the ``cma`` package)
-maximises the fitness; candidates are scored in parallel worker processes. The ES state is checkpointed
-after every generation, and :meth:`LossSearch.run` resumes from it bit-exactly; the best coefficients are
-written as a YAML preset that ``TaylorLoss(preset=path)`` loads.
+A candidate is a vector that maps to Taylor-loss coefficients (:func:`vector_to_coefficients`). Its fitness is
+the mean clean-validation accuracy of networks trained from scratch with that loss on corrupted labels, over
+tasks drawn from a pool (:class:`~lightning_papers.taylor_loss.tasks.LossTask`: any datamodule × model ×
+noise model). As in the paper, every generation draws its own tasks from the pool (dataset × architecture ×
+noise randomisation); all candidates of a generation share those tasks, so their ranking is fair.
 
-The short training runs use :func:`train_and_evaluate`, a plain-PyTorch loop (full-batch or large-batch
-Adam on an MLP) that the benchmark reuses so that search and evaluation train in exactly the same way.
+Candidates are scored through any :class:`concurrent.futures.Executor` (only ``submit`` and ``result`` are
+used): a local process pool by default, or a cluster's, e.g. Dask's ``Client.get_executor()`` or submitit's
+``AutoExecutor`` for SLURM. The ES state is checkpointed atomically after every generation and
+:meth:`LossSearch.run` resumes from it exactly (same candidates, same result as an uninterrupted run). At the
+end the distribution mean (CMA-ES's recommendation under noisy fitness) and the unsearched start (CE's
+truncated series) are both scored on the whole pool, and the mean is written as a YAML preset.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import datetime as _dt
+import functools
 import json
 import logging
 import math
 import pickle
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from lightning_papers.taylor_loss.loss import TaylorLoss, ce_taylor_coefficients
+from lightning_papers.files import atomic_write, atomic_write_text
+from lightning_papers.taylor_loss.loss import (
+    TaylorLoss,
+    ce_taylor_coefficients,
+    coefficients_from_gradient_weights,
+    gradient_weights_from_coefficients,
+)
+from lightning_papers.taylor_loss.tasks import (
+    LossTask,
+    build_model,
+    load_task_data,
+    search_tasks,
+    train_and_evaluate,
+)
 
-__all__ = [
-    "LossSearch",
-    "SearchResult",
-    "SearchTask",
-    "TaskData",
-    "load_task_data",
-    "search_taylor_loss",
-    "train_and_evaluate",
-]
+__all__ = ["LossSearch", "SearchResult", "search_taylor_loss", "vector_to_coefficients"]
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("digits", "mnist1d")
 STATE_FILE = "search_state.pkl"
 LOG_FILE = "search_log.jsonl"
 PRESET_FILE = "best_preset.yaml"
+BASES = ("bernstein", "monomial")
 
 
 # --------------------------------------------------------------------------------------------------
-# tasks and the short training run that scores a loss
+# candidate <-> coefficients
 # --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SearchTask:
-    """One cell of the fitness grid.
+def vector_to_coefficients(x: Sequence[float], degree: int, basis: str = "bernstein") -> tuple[list[float], list[float]]:
+    """Map a CMA-ES vector to ``(coefficients, other_coefficients)`` of :class:`TaylorLoss`.
 
-    Args:
-        dataset: ``"digits"`` (sklearn 8x8 digits) or ``"mnist1d"`` (procedural MNIST-1D).
-        noise_type: ``None``, ``"symmetric"``, ``"asymmetric"`` or ``"pairflip"`` (training labels only).
-        noise_rate: fraction of flipped training labels.
-        hidden: hidden widths of the MLP trained on this task.
-        seed: split / label-noise / initialisation seed.
-        n_samples: MNIST-1D sample count (ignored for digits).
-    """
-
-    dataset: str = "digits"
-    noise_type: str | None = "symmetric"
-    noise_rate: float = 0.4
-    hidden: tuple[int, ...] = (128,)
-    seed: int = 0
-    n_samples: int = 2000
-
-    def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.noise_type not in (None, "symmetric", "asymmetric", "pairflip"):
-            raise ValueError(
-                f"noise_type must be None, 'symmetric', 'asymmetric' or 'pairflip', got {self.noise_type!r}"
-            )
-        if not 0.0 <= self.noise_rate < 1.0:
-            raise ValueError(f"noise_rate must be in [0, 1), got {self.noise_rate}")
-        if not self.hidden or any(int(h) < 1 for h in self.hidden):
-            raise ValueError(f"hidden must be a non-empty sequence of positive widths, got {self.hidden!r}")
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-
-    @property
-    def label(self) -> str:
-        noise = (
-            "clean"
-            if not self.noise_rate
-            else f"{(self.noise_type or '')[:3]}{int(round(self.noise_rate * 100))}"
-        )
-        return f"{self.dataset}/{noise}/mlp{'x'.join(map(str, self.hidden))}/s{self.seed}"
-
-
-@dataclass
-class TaskData:
-    """Standardised tensors of one task: noisy training labels, clean labels for every split."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor  # noisy
-    y_train_clean: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
-
-
-def load_task_data(task: SearchTask) -> TaskData:
-    """Build the splits (70/15/15, stratified) and label noise of ``task`` with the shared datamodules.
-
-    Features are standardised with training-split statistics (why: Adam on raw MNIST-1D scales is slower).
+    ``bernstein`` (default): the first ``degree`` entries are log-slopes ``log β_i`` of ``P'(u)`` in the
+    Bernstein basis (:func:`coefficients_from_gradient_weights`), so every candidate is a loss that grows with
+    ``u = 1 − p_y``; scaled to ``P(1) = 1``. ``monomial``: the raw ``c_k``, scaled to unit L1 norm. Why fix the
+    scale: with Adam, rescaling a loss barely changes training, so only its shape matters.
 
     Example::
 
-        >>> d = load_task_data(SearchTask("digits", "symmetric", 0.4))
-        >>> d.x_train.shape[1], round(float((d.y_train != d.y_train_clean).float().mean()), 2)
-        (64, 0.4)
-    """
-    from lightning_papers.data import DigitsDataModule, MNIST1DDataModule
-
-    kwargs = dict(
-        seed=task.seed,
-        noise_type=task.noise_type if task.noise_rate > 0 else None,
-        noise_rate=task.noise_rate,
-    )
-    if task.dataset == "digits":
-        dm = DigitsDataModule(**kwargs)
-    else:
-        dm = MNIST1DDataModule(n_samples=task.n_samples, **kwargs)
-    dm.setup()
-    x_tr, y_clean = dm.arrays("train", clean=True)
-    _, y_noisy = dm.arrays("train", clean=False)
-    x_va, y_va = dm.arrays("val")
-    x_te, y_te = dm.arrays("test")
-    x_tr, x_va, x_te = (t.reshape(t.shape[0], -1).float() for t in (x_tr, x_va, x_te))
-    mu, sd = x_tr.mean(0), x_tr.std(0).clamp_min(1e-3)
-    return TaskData(
-        (x_tr - mu) / sd,
-        y_noisy.long(),
-        y_clean.long(),
-        (x_va - mu) / sd,
-        y_va.long(),
-        (x_te - mu) / sd,
-        y_te.long(),
-        int(dm.num_classes),
-    )
-
-
-def _mlp(in_features: int, hidden: Sequence[int], num_classes: int) -> nn.Module:
-    from lightning_papers.models import MLP
-
-    return MLP(in_features, num_classes, hidden=tuple(hidden))
-
-
-def train_and_evaluate(
-    criterion: nn.Module,
-    data: TaskData,
-    hidden: Sequence[int] = (128,),
-    epochs: int = 200,
-    lr: float = 1e-2,
-    batch_size: int | None = None,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Train an MLP with ``criterion`` on the noisy labels of ``data`` and report clean accuracies.
-
-    Args:
-        criterion: any ``criterion(logits, target)`` loss module.
-        data: a :class:`TaskData`.
-        hidden: MLP hidden widths.
-        epochs: passes over the training split (full-batch: one Adam step each).
-        lr: Adam learning rate.
-        batch_size: ``None`` for full-batch training, else shuffled mini-batches of this size.
-        seed: initialisation and shuffling seed.
-
-    Returns:
-        ``val_acc``, ``test_acc`` (clean labels), ``train_clean_acc``, ``memorized`` (fraction of flipped
-        training samples predicted as their noisy label, NaN without noise), ``final_loss``,
-        ``seconds`` and ``seconds_per_epoch`` (training only).
-
-    Example::
-
-        >>> d = load_task_data(SearchTask("digits", None, 0.0))
-        >>> r = train_and_evaluate(nn.CrossEntropyLoss(), d, hidden=(32,), epochs=30)
-        >>> r["val_acc"] > 0.8
-        True
-    """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be None (full batch) or >= 1, got {batch_size}")
-    torch.manual_seed(seed)
-    net = _mlp(data.x_train.shape[1], hidden, data.num_classes)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    n = data.x_train.shape[0]
-    loss = torch.tensor(float("nan"))
-    start = time.perf_counter()
-    net.train()
-    for _ in range(epochs):
-        if batch_size is None or batch_size >= n:
-            batches = [slice(None)]
-        else:
-            perm = torch.randperm(n, generator=gen)
-            batches = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
-        for idx in batches:
-            loss = criterion(net(data.x_train[idx]), data.y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    seconds = time.perf_counter() - start
-    net.eval()
-    with torch.no_grad():
-        pred_tr = net(data.x_train).argmax(-1)
-        val_acc = (
-            (net(data.x_val).argmax(-1) == data.y_val).float().mean().item() if len(data.y_val) else math.nan
-        )
-        test_acc = (
-            (net(data.x_test).argmax(-1) == data.y_test).float().mean().item()
-            if len(data.y_test)
-            else math.nan
-        )
-    flipped = data.y_train != data.y_train_clean
-    memorized = (
-        (pred_tr[flipped] == data.y_train[flipped]).float().mean().item() if bool(flipped.any()) else math.nan
-    )
-    return {
-        "val_acc": val_acc,
-        "test_acc": test_acc,
-        "train_clean_acc": (pred_tr == data.y_train_clean).float().mean().item(),
-        "memorized": memorized,
-        "final_loss": float(loss.detach()),
-        "seconds": seconds,
-        "seconds_per_epoch": seconds / epochs,
-    }
-
-
-# --------------------------------------------------------------------------------------------------
-# candidate <-> coefficients, and scoring (runs in worker processes)
-# --------------------------------------------------------------------------------------------------
-def vector_to_coefficients(x: Sequence[float], degree: int) -> tuple[list[float], list[float]]:
-    """Map a CMA-ES vector to ``(coefficients, other_coefficients)``, normalised to unit L1 norm.
-
-    Why normalise: with Adam, rescaling a loss barely changes training, so the search only needs the
-    direction of the vector; fixing the scale also makes presets comparable (MAE/2 is ``[1.0]``).
+        >>> vector_to_coefficients([0.0, 0.0], 2)  # equal slopes: MAE's shape, P(u) = u
+        ([1.0, 0.0], [])
     """
     v = np.asarray(x, dtype=np.float64)
-    norm = float(np.abs(v).sum())
-    v = v / norm if norm > 1e-12 else np.eye(1, v.size).ravel()
-    return [float(a) for a in v[:degree]], [float(a) for a in v[degree:]]
+    if basis == "bernstein":
+        beta = np.exp(np.clip(v[:degree], -30.0, 30.0))
+        c = np.asarray(coefficients_from_gradient_weights(beta.tolist()))
+        scale = float(c.sum())  # = P(1) = mean(beta) > 0
+    elif basis == "monomial":
+        c = v[:degree]
+        scale = float(np.abs(v).sum())
+        if scale <= 1e-12:
+            c, scale = np.eye(1, degree).ravel(), 1.0
+    else:
+        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+    return [float(a) for a in c / scale], [float(a) for a in v[degree:] / scale]
 
 
-_WORKER_CACHE: dict[SearchTask, TaskData] = {}
+def _start_vector(degree: int, other_degree: int, basis: str) -> list[float]:
+    """CE's truncated Taylor series (the unsearched control) in the search's coordinates."""
+    ce = ce_taylor_coefficients(degree)
+    if basis == "bernstein":
+        head = [math.log(b) for b in gradient_weights_from_coefficients(ce)]
+    else:
+        head = list(np.asarray(ce) / sum(ce))
+    return head + [0.0] * other_degree
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring: one (candidate, task) pair per job; runs in whatever process the executor chooses
+# --------------------------------------------------------------------------------------------------
+_WORKER_CACHE: dict[str, Any] = {}
 
 
 def _worker_init() -> None:
-    # one thread per process: the pool provides the parallelism, and results stay bit-identical
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # the pool provides the parallelism
 
 
-def _score(job: tuple[list[float], list[float], SearchTask, dict[str, Any]]) -> float:
+_THREADS_LOCK = threading.Lock()
+_THREADS_STATE = {"active": 0, "saved": 1}
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run with one torch thread while any job of this process runs (several may, in a thread pool), then put
+    the caller's setting back: every job computes with the same arithmetic, so results never depend on the
+    executor."""
+    with _THREADS_LOCK:
+        if _THREADS_STATE["active"] == 0:
+            _THREADS_STATE["saved"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _THREADS_STATE["active"] += 1
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _THREADS_STATE["active"] -= 1
+            if _THREADS_STATE["active"] == 0:
+                torch.set_num_threads(_THREADS_STATE["saved"])
+
+
+def score_job(job: tuple[list[float], list[float], LossTask, dict[str, Any]]) -> float:
+    """Clean-validation accuracy of a Taylor loss on one task (0 for a diverged run). Executor-safe."""
     coefficients, others, task, train_kwargs = job
-    if task not in _WORKER_CACHE:
-        _WORKER_CACHE[task] = load_task_data(task)
-    crit = TaylorLoss(coefficients=coefficients, other_coefficients=others)
-    result = train_and_evaluate(crit, _WORKER_CACHE[task], hidden=task.hidden, seed=task.seed, **train_kwargs)
+    with _one_thread():
+        key = task.key()
+        if key not in _WORKER_CACHE:
+            _WORKER_CACHE[key] = load_task_data(task)
+        data = _WORKER_CACHE[key]
+        crit = TaylorLoss(coefficients=coefficients, other_coefficients=others)
+        make = functools.partial(build_model, task, data.input_shape, data.num_classes)
+        result = train_and_evaluate(crit, data, make, seed=task.seed, **train_kwargs)
     acc = result["val_acc"]
     return float(acc) if math.isfinite(acc) and math.isfinite(result["final_loss"]) else 0.0
 
 
-# --------------------------------------------------------------------------------------------------
-# the search
-# --------------------------------------------------------------------------------------------------
 @dataclass
 class SearchResult:
-    """Outcome of :meth:`LossSearch.run`."""
+    """Outcome of :meth:`LossSearch.run`.
+
+    ``coefficients`` are the CMA-ES distribution mean's; ``fitness`` is its mean clean-validation accuracy on
+    the whole task pool and ``control_fitness`` that of the unsearched start (CE's truncated series) on the
+    same runs (NaN when the final evaluation was switched off).
+    """
 
     coefficients: list[float]
     other_coefficients: list[float]
     fitness: float
+    control_fitness: float
     generations: int
     evaluations: int
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -289,86 +167,81 @@ class SearchResult:
 
     def __str__(self) -> str:
         c = ", ".join(f"{v:.4f}" for v in self.coefficients)
-        return (
-            f"best fitness {self.fitness:.4f} after {self.generations} generations "
-            f"({self.evaluations} candidates): coefficients [{c}]"
-            + (
-                f", other [{', '.join(f'{v:.4f}' for v in self.other_coefficients)}]"
-                if self.other_coefficients
-                else ""
-            )
-            + (f"\npreset written to {self.preset_path}" if self.preset_path else "")
+        text = (
+            f"after {self.generations} generations ({self.evaluations} candidate evaluations): "
+            f"coefficients [{c}]; pool fitness {self.fitness:.4f} vs {self.control_fitness:.4f} for the start "
+            "(CE's truncated series)"
         )
-
-
-def default_tasks(
-    datasets: Sequence[str] = DATASETS,
-    noise: Sequence[tuple[str | None, float]] = (("symmetric", 0.4), ("symmetric", 0.6)),
-    hidden: Sequence[Sequence[int]] = ((128,),),
-    seeds: Sequence[int] = (100,),
-    n_samples: int = 2000,
-) -> list[SearchTask]:
-    """The grid product datasets × noise × architectures × seeds as :class:`SearchTask` objects."""
-    return [
-        SearchTask(ds, nt, float(nr), tuple(h), int(s), n_samples)
-        for ds in datasets
-        for nt, nr in noise
-        for h in hidden
-        for s in seeds
-    ]
+        if self.other_coefficients:
+            text += f", other [{', '.join(f'{v:.4f}' for v in self.other_coefficients)}]"
+        return text + (f"\npreset written to {self.preset_path}" if self.preset_path else "")
 
 
 class LossSearch:
-    """CMA-ES over Taylor-loss coefficients with checkpoint/resume and parallel scoring.
+    """CMA-ES over Taylor-loss coefficients on a pool of tasks, with exact checkpoint/resume.
 
     Args:
-        tasks: the fitness grid (see :func:`default_tasks`).
+        tasks: the task pool (:class:`LossTask` objects or config dicts; default :func:`search_tasks`).
         out_dir: folder for ``search_state.pkl`` (checkpoint), ``search_log.jsonl`` and ``best_preset.yaml``.
-        degree: ``K``, powers of ``1 - p_y`` searched.
+        degree: ``K``, powers of ``1 − p_y`` searched.
         other_degree: ``M``, powers of ``Σ_{j≠y} p_j²`` searched (0: none).
+        basis: ``"bernstein"`` (monotone losses, log-slopes; default) or ``"monomial"`` (raw ``c_k``).
         popsize: CMA-ES population size λ.
-        sigma0: initial step size (coefficients are L1-normalised, so ~0.1–0.5 is sensible).
-        seed: CMA-ES seed; the whole search is a deterministic function of it and the tasks.
+        sigma0: initial step size (in log-slope units for ``bernstein``).
+        seed: CMA-ES seed; the search is a deterministic function of it, the tasks and the settings.
+        tasks_per_generation: tasks drawn (without replacement) from the pool for each generation; ``None``:
+            all of them every generation.
         epochs: training epochs per candidate and task.
         lr: Adam learning rate of the training runs.
         batch_size: ``None`` = full-batch training.
-        workers: 0 = score in this process; ``n >= 1`` = a pool of ``n`` spawned processes (1 thread each).
-        x0: start vector (default: cross-entropy's Taylor coefficients, normalised, and zeros for others).
+        device: where the training runs happen (in the workers).
+        workers: without ``executor``: 0 = score in this process, ``n >= 1`` = a local pool of ``n`` spawned
+            processes with one thread each (results are identical for any ``n``).
+        executor: any ``concurrent.futures.Executor``-like object with ``submit`` (e.g. a Dask client's
+            ``get_executor()``, submitit's ``AutoExecutor``); the jobs must be picklable for it.
+        final_evaluation: score the distribution mean and the start on the whole pool at the end.
+        x0: start vector (default: CE's Taylor series cut at ``degree``, in the basis' coordinates).
         command: how this search was launched, recorded in the preset.
 
     Example::
 
-        >>> tasks = [SearchTask("digits", "symmetric", 0.4, hidden=(16,))]
-        >>> search = LossSearch(tasks, out_dir="/tmp/lp_search_doc", degree=2, popsize=4, epochs=5)
+        >>> task = LossTask("DigitsDataModule", model_args={"hidden": [16]}, noise_rate=0.4)
+        >>> search = LossSearch([task], out_dir="/tmp/lp_search_doc", degree=2, popsize=4, epochs=5)
         >>> result = search.run(generations=1, resume=False, progress=False)  # doctest: +SKIP
     """
 
     def __init__(
         self,
-        tasks: Sequence[SearchTask] | None = None,
+        tasks: Sequence[LossTask | dict] | None = None,
         out_dir: str | Path = "runs/taylor_loss_search",
-        degree: int = 4,
+        degree: int = 5,
         other_degree: int = 0,
+        basis: str = "bernstein",
         popsize: int = 8,
-        sigma0: float = 0.3,
+        sigma0: float = 0.5,
         seed: int = 0,
-        epochs: int = 150,
+        tasks_per_generation: int | None = None,
+        epochs: int = 120,
         lr: float = 1e-2,
         batch_size: int | None = None,
+        device: str = "cpu",
         workers: int = 1,
+        executor: Executor | None = None,
+        final_evaluation: bool = True,
         x0: Sequence[float] | None = None,
         command: str | None = None,
     ) -> None:
-        tasks = list(tasks) if tasks is not None else default_tasks()
+        tasks = list(tasks) if tasks is not None else search_tasks()
         if not tasks:
-            raise ValueError("tasks must hold at least one SearchTask")
-        for t in tasks:
-            if not isinstance(t, SearchTask):
-                raise TypeError(f"tasks must be SearchTask objects, got {type(t).__name__}")
+            raise ValueError("tasks must hold at least one LossTask")
+        self.tasks = [LossTask.from_dict(t) if isinstance(t, dict) else t for t in tasks]
+        for t in self.tasks:
+            if not isinstance(t, LossTask):
+                raise TypeError(f"tasks must be LossTask objects or task dicts, got {type(t).__name__}")
         if degree < 1 or other_degree < 0:
-            raise ValueError(
-                f"need degree >= 1 and other_degree >= 0, got degree={degree}, other_degree={other_degree}"
-            )
+            raise ValueError(f"need degree >= 1 and other_degree >= 0, got degree={degree}, other_degree={other_degree}")
+        if basis not in BASES:
+            raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
         if popsize < 2:
             raise ValueError(f"popsize must be >= 2, got {popsize}")
         if not sigma0 > 0:
@@ -377,17 +250,20 @@ class LossSearch:
             raise ValueError(f"workers must be >= 0, got {workers}")
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
-        self.tasks, self.out_dir = tasks, Path(out_dir)
-        self.degree, self.other_degree = int(degree), int(other_degree)
-        self.popsize, self.sigma0, self.seed = int(popsize), float(sigma0), int(seed)
-        self.train_kwargs = {"epochs": int(epochs), "lr": float(lr), "batch_size": batch_size}
-        self.workers = int(workers)
-        dim = self.degree + self.other_degree
-        if x0 is None:
-            x0 = list(
-                np.asarray(ce_taylor_coefficients(self.degree)) / sum(ce_taylor_coefficients(self.degree))
+        if tasks_per_generation is not None and not 1 <= tasks_per_generation <= len(self.tasks):
+            raise ValueError(
+                f"tasks_per_generation must be None or in [1, {len(self.tasks)}] (the pool size), got {tasks_per_generation}"
             )
-            x0 += [0.0] * self.other_degree
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            raise TypeError(f"executor must have a submit() method (concurrent.futures.Executor), got {executor!r}")
+        self.out_dir = Path(out_dir)
+        self.degree, self.other_degree, self.basis = int(degree), int(other_degree), basis
+        self.popsize, self.sigma0, self.seed = int(popsize), float(sigma0), int(seed)
+        self.tasks_per_generation = tasks_per_generation
+        self.train_kwargs = {"epochs": int(epochs), "lr": float(lr), "batch_size": batch_size, "device": device}
+        self.workers, self.executor, self.final_evaluation = int(workers), executor, bool(final_evaluation)
+        dim = self.degree + self.other_degree
+        x0 = list(x0) if x0 is not None else _start_vector(self.degree, self.other_degree, basis)
         if len(x0) != dim:
             raise ValueError(f"x0 must have degree + other_degree = {dim} entries, got {len(x0)}")
         self.x0 = [float(v) for v in x0]
@@ -409,63 +285,74 @@ class LossSearch:
     def config(self) -> dict[str, Any]:
         """Everything that determines the search's results (checked on resume)."""
         return {
-            "tasks": [dataclasses.asdict(t) | {"hidden": list(t.hidden)} for t in self.tasks],
+            "tasks": [t.describe() for t in self.tasks],
             "degree": self.degree,
             "other_degree": self.other_degree,
+            "basis": self.basis,
             "popsize": self.popsize,
             "sigma0": self.sigma0,
             "seed": self.seed,
+            "tasks_per_generation": self.tasks_per_generation,
             "x0": self.x0,
             **self.train_kwargs,
         }
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_bytes(pickle.dumps(state))
-        tmp.replace(self.state_path)  # atomic: an interrupt never leaves a half-written checkpoint
+        with atomic_write(self.state_path, "wb") as fh:  # an interrupt never leaves a half-written checkpoint
+            fh.write(pickle.dumps(state))
 
     def _load_state(self) -> dict[str, Any] | None:
         if not self.state_path.is_file():
             return None
-        state = pickle.loads(self.state_path.read_bytes())
-        if state.get("config") != self.config():
+        state = pickle.loads(self.state_path.read_bytes())  # our own checkpoint format (holds the cma object)
+        if json.dumps(state.get("config"), sort_keys=True) != json.dumps(self.config(), sort_keys=True):
             raise ValueError(
                 f"checkpoint {self.state_path} was made with a different search configuration; "
                 "use another out_dir or resume=False to start over"
             )
         return state
 
+    def tasks_for_generation(self, generation: int) -> list[LossTask]:
+        """The tasks drawn for ``generation`` (0-based): a pure function of the seed and the generation."""
+        if self.tasks_per_generation is None:
+            return list(self.tasks)
+        rng = np.random.default_rng([self.seed, generation])
+        idx = np.sort(rng.choice(len(self.tasks), size=self.tasks_per_generation, replace=False))
+        return [self.tasks[i] for i in idx]
+
     # -- scoring ----------------------------------------------------------------------------------
-    def _jobs(self, xs: Sequence[Sequence[float]]) -> list[tuple]:
+    def _score(self, xs: Sequence[Sequence[float]], tasks: Sequence[LossTask], pool: Any) -> list[float]:
         jobs = []
         for x in xs:
-            c, d = vector_to_coefficients(x, self.degree)
-            jobs += [(c, d, t, self.train_kwargs) for t in self.tasks]
-        return jobs
-
-    def _score_all(self, xs: Sequence[Sequence[float]], pool: ProcessPoolExecutor | None) -> list[float]:
-        jobs = self._jobs(xs)
+            c, d = vector_to_coefficients(x, self.degree, self.basis)
+            jobs += [(c, d, t, self.train_kwargs) for t in tasks]
         if pool is None:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # same arithmetic as the pool workers -> identical results
-            try:
-                scores = [_score(j) for j in jobs]
-            finally:
-                torch.set_num_threads(threads)
+            scores = [score_job(j) for j in jobs]
         else:
-            scores = list(pool.map(_score, jobs))
-        k = len(self.tasks)
+            futures = [pool.submit(score_job, j) for j in jobs]
+            scores = [float(f.result()) for f in futures]
+        k = len(tasks)
         return [float(np.mean(scores[i * k : (i + 1) * k])) for i in range(len(xs))]
 
-    def evaluate(self, coefficients: Sequence[float], other_coefficients: Sequence[float] = ()) -> float:
-        """Fitness (mean clean-validation accuracy over the tasks) of given coefficients, in-process."""
-        x = list(coefficients) + list(other_coefficients)
-        return self._score_all([x], None)[0]
+    def evaluate(self, coefficients: Sequence[float], other_coefficients: Sequence[float] = (),
+                 tasks: Sequence[LossTask] | None = None) -> float:
+        """Mean clean-validation accuracy of given coefficients on ``tasks`` (default: the pool), in-process."""
+        jobs = [(list(coefficients), list(other_coefficients), t, self.train_kwargs) for t in (tasks or self.tasks)]
+        return float(np.mean([score_job(j) for j in jobs]))
+
+    def _open_pool(self) -> tuple[Any, bool]:
+        if self.executor is not None:
+            return self.executor, False
+        if self.workers == 0:
+            return None, False
+        import multiprocessing as mp
+
+        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init), True
 
     # -- main loop --------------------------------------------------------------------------------
     def run(
         self,
-        generations: int = 20,
+        generations: int = 12,
         resume: bool = True,
         progress: bool = True,
         callback: Callable[[int, dict[str, Any]], None] | None = None,
@@ -474,12 +361,12 @@ class LossSearch:
 
         Args:
             generations: total number of generations (a resumed search counts those already done).
-            resume: continue from ``out_dir/search_state.pkl`` if it exists.
+            resume: continue from ``out_dir/search_state.pkl`` if it exists (else start over).
             progress: show a tqdm bar.
-            callback: called as ``callback(generation, log_record)`` after each generation (e.g. to stop).
+            callback: called as ``callback(generation, log_record)`` after each checkpoint (e.g. to stop).
 
         Returns:
-            A :class:`SearchResult`; the best preset is also written to ``out_dir/best_preset.yaml``.
+            A :class:`SearchResult`; the preset is also written to ``out_dir/best_preset.yaml``.
         """
         import cma
         from tqdm.auto import tqdm
@@ -492,114 +379,86 @@ class LossSearch:
         if state is None:
             if self.log_path.exists():
                 self.log_path.unlink()
-            np.random.seed(self.seed)  # cma samples from numpy's global RNG; we keep our own copy of it
+            np.random.seed(self.seed)
+            # the ES samples from its own RandomState (pickled with it: a checkpoint carries the sampler's state);
+            # by default cma binds numpy's global one, which a pickle round trip silently detaches
+            sampler = np.random.RandomState(self.seed)
             es = cma.CMAEvolutionStrategy(
-                self.x0,
-                self.sigma0,
-                {"seed": self.seed, "popsize": self.popsize, "verbose": -9, "verb_disp": 0, "verb_log": 0},
+                self.x0, self.sigma0,
+                {"seed": self.seed, "popsize": self.popsize, "randn": sampler.randn, "verbose": -9, "verb_disp": 0,
+                 "verb_log": 0},
             )
-            state = {
-                "config": self.config(),
-                "es": es,
-                "np_state": np.random.get_state(),
-                "generation": 0,
-                "history": [],
-                "best_x": list(self.x0),
-                "best_fitness": -math.inf,
-                "evaluations": 0,
-            }
+            state = {"config": self.config(), "es": es, "np_state": np.random.get_state(), "generation": 0,
+                     "history": [], "evaluations": 0, "final": None}
         es = state["es"]
-        pool = None
-        if self.workers > 0:
-            import multiprocessing as mp
-
-            pool = ProcessPoolExecutor(
-                self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init
-            )
-        bar = tqdm(
-            total=generations,
-            initial=min(state["generation"], generations),
-            disable=not progress,
-            desc="CMA-ES generations",
-            unit="gen",
-        )
+        pool, owned = self._open_pool()
+        bar = tqdm(total=generations, initial=min(state["generation"], generations), disable=not progress,
+                   desc="CMA-ES generations", unit="gen")
         try:
             while state["generation"] < generations and not es.stop():
-                t0 = time.perf_counter()
+                tasks = self.tasks_for_generation(state["generation"])
+                # cma draws from numpy's global RNG in ask() and tell(); scoring (data loading) may draw from it
+                # too, so the ES gets its own saved stream around both calls: that makes resume exact
                 np.random.set_state(state["np_state"])
                 xs = es.ask()
-                state["np_state"] = np.random.get_state()
-                fitness = self._score_all(xs, pool)
+                es_rng = np.random.get_state()
+                fitness = self._score(xs, tasks, pool)
+                np.random.set_state(es_rng)
                 es.tell(xs, [-f for f in fitness])  # cma minimises
-                gen_best = int(np.argmax(fitness))
-                if fitness[gen_best] > state["best_fitness"]:
-                    state["best_fitness"], state["best_x"] = (
-                        fitness[gen_best],
-                        [float(v) for v in xs[gen_best]],
-                    )
+                state["np_state"] = np.random.get_state()
+                np.random.set_state(user_np_state)
+                best = int(np.argmax(fitness))
                 state["generation"] += 1
                 state["evaluations"] += len(xs)
-                c, d = vector_to_coefficients(state["best_x"], self.degree)
+                state["final"] = None  # more generations invalidate an earlier final evaluation
                 record = {
                     "generation": state["generation"],
-                    "gen_best_fitness": fitness[gen_best],
+                    "tasks": [t.label for t in tasks],
+                    "gen_best_fitness": fitness[best],
                     "gen_mean_fitness": float(np.mean(fitness)),
-                    "best_fitness": state["best_fitness"],
-                    "best_coefficients": c,
-                    "best_other_coefficients": d,
-                    # the distribution mean: a less noise-biased pick than the best single evaluation
-                    "mean_coefficients": vector_to_coefficients(es.mean, self.degree)[0],
+                    "gen_best_coefficients": vector_to_coefficients(xs[best], self.degree, self.basis)[0],
+                    "mean_coefficients": vector_to_coefficients(es.mean, self.degree, self.basis)[0],
                     "sigma": float(es.sigma),
-                    "seconds": time.perf_counter() - t0,
                 }
                 state["history"].append(record)
                 self._save_state(state)
                 with self.log_path.open("a", encoding="utf-8") as fh:
                     fh.write(json.dumps(record) + "\n")
-                log.info(
-                    "generation %d: best %.4f (gen best %.4f, mean %.4f), sigma %.3g",
-                    record["generation"],
-                    record["best_fitness"],
-                    record["gen_best_fitness"],
-                    record["gen_mean_fitness"],
-                    record["sigma"],
-                )
+                log.info("generation %d: best %.4f, mean %.4f, sigma %.3g", record["generation"],
+                         record["gen_best_fitness"], record["gen_mean_fitness"], record["sigma"])
                 bar.update(1)
-                bar.set_postfix(
-                    best=f"{state['best_fitness']:.4f}", gen_mean=f"{record['gen_mean_fitness']:.4f}"
-                )
+                bar.set_postfix(gen_best=f"{record['gen_best_fitness']:.4f}", gen_mean=f"{record['gen_mean_fitness']:.4f}")
                 if callback is not None:
                     callback(state["generation"], record)
+            mean_x = [float(v) for v in es.mean]
+            if self.final_evaluation and state["final"] is None:
+                scores = self._score([mean_x, self.x0], self.tasks, pool)
+                state["final"] = {"fitness": scores[0], "control_fitness": scores[1]}
+                self._save_state(state)
         finally:
             bar.close()
-            if pool is not None:
+            if owned:
                 pool.shutdown()
             np.random.set_state(user_np_state)
-        c, d = vector_to_coefficients(state["best_x"], self.degree)
-        result = SearchResult(
-            c,
-            d,
-            float(state["best_fitness"]),
-            state["generation"],
-            state["evaluations"],
-            list(state["history"]),
-        )
+        c, d = vector_to_coefficients(mean_x, self.degree, self.basis)
+        final = state["final"] or {"fitness": math.nan, "control_fitness": math.nan}
+        result = SearchResult(c, d, float(final["fitness"]), float(final["control_fitness"]), state["generation"],
+                              state["evaluations"], list(state["history"]))
         result.preset_path = str(self.write_preset(result))
         return result
 
-    def write_preset(
-        self, result: SearchResult, path: str | Path | None = None, name: str = "searched"
-    ) -> Path:
+    def write_preset(self, result: SearchResult, path: str | Path | None = None, name: str = "searched") -> Path:
         """Write ``result`` as a YAML preset (coefficients + provenance) loadable by ``TaylorLoss(preset=path)``."""
         import yaml
 
         path = Path(path) if path is not None else self.preset_path
-        path.parent.mkdir(parents=True, exist_ok=True)
         doc = {
             "name": name,
             "coefficients": [round(v, 6) for v in result.coefficients],
             "other_coefficients": [round(v, 6) for v in result.other_coefficients],
-            "fitness": round(result.fitness, 6),
+            "gradient_weights": [round(v, 6) for v in gradient_weights_from_coefficients(result.coefficients)],
+            "fitness": None if math.isnan(result.fitness) else round(result.fitness, 6),
+            "control_fitness": None if math.isnan(result.control_fitness) else round(result.control_fitness, 6),
             "generations": result.generations,
             "evaluations": result.evaluations,
             "source": "CMA-ES search by lightning_papers.taylor_loss.search (not the paper's coefficients)",
@@ -607,13 +466,12 @@ class LossSearch:
             "recipe": self.config(),
             "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         }
-        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-        return path
+        return atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
 
 
 def search_taylor_loss(
-    tasks: Sequence[SearchTask] | None = None,
-    generations: int = 20,
+    tasks: Sequence[LossTask | dict] | None = None,
+    generations: int = 12,
     out_dir: str | Path = "runs/taylor_loss_search",
     resume: bool = True,
     progress: bool = True,
@@ -623,8 +481,8 @@ def search_taylor_loss(
 
     Example::
 
-        >>> res = search_taylor_loss([SearchTask("digits", hidden=(16,))], generations=1, popsize=2,
-        ...                          epochs=3, workers=0, out_dir="/tmp/lp_doc_search", resume=False,
-        ...                          progress=False)  # doctest: +SKIP
+        >>> task = LossTask("DigitsDataModule", model_args={"hidden": [16]})
+        >>> res = search_taylor_loss([task], generations=1, popsize=2, epochs=3, workers=0,
+        ...                          out_dir="/tmp/lp_doc_search", resume=False, progress=False)  # doctest: +SKIP
     """
     return LossSearch(tasks, out_dir=out_dir, **kwargs).run(generations, resume=resume, progress=progress)

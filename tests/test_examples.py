@@ -60,11 +60,13 @@ def test_concrete_kmeans_example(tmp_path):
 @pytest.mark.slow
 def test_metamd_example(tmp_path):
     out = run_example("metamd_in_my_model.py", tmp_path)
-    metamd = number_after(r"MetaMD \(shipped map, lr=1\)\s+train loss", out)
-    sgd = number_after(r"MetaMD identity map = SGD lr=0.1\s+train loss", out)
-    assert metamd < sgd
-    before, after = map(float, re.search(r"log regret bound ([-0-9.]+) -> ([-0-9.]+)", out).groups())
-    assert after < before
+    neutral = number_after(r"MetaMD neutral map = Adam lr=1e-3\s+train loss", out)
+    adam = number_after(r"torch.optim.Adam lr=1e-3\s+train loss", out)
+    assert abs(neutral - adam) <= 1e-4 * max(adam, 1e-3)  # the neutral map is Adam
+    shipped = number_after(r"MetaMD \(shipped map, lr=1e-3\)\s+train loss", out)
+    assert shipped <= 1.1 * adam  # the shipped map at defaults is no worse than Adam at its defaults
+    before, after = map(float, re.search(r"vs Adam ([-+0-9.]+) -> ([-+0-9.]+)", out).groups())
+    assert after <= before + 0.05  # selection on validation tasks: held-out score does not get (much) worse
 
 
 @pytest.mark.slow

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from lightning_papers.metamd._meta_common import draw_tasks, meta_update, progress_bar
+from lightning_papers.metamd.adaptive import AdaptiveMirrorMap
+from lightning_papers.metamd.adaptive_meta import meta_train_adaptive
 from lightning_papers.metamd.mirror_map import MirrorMap
 from lightning_papers.metamd.tasks import FunctionalTask, TaskSampler
 
@@ -153,21 +156,27 @@ class MetaTrainResult:
 
 
 def meta_train(
-    task_sampler: TaskSampler,
-    mirror_map: MirrorMap | None = None,
+    task_sampler: TaskSampler | torch.nn.Module,
+    mirror_map: MirrorMap | AdaptiveMirrorMap | None = None,
     *,
+    data: Any = None,
+    loss: str | Callable | None = None,
+    n_examples: int = 256,
     meta_steps: int = 200,
     tasks_per_step: int = 2,
     unroll_steps: int = 20,
     max_warm_start: int = 0,
-    lr: float = 1.0,
+    lr: float | None = None,
     meta_lr: float = 0.03,
     second_order: bool = True,
     task_pool: int = 64,
     reference_steps: int = 300,
     reference_lr: float = 0.01,
     grad_clip: float = 1.0,
-    objective: str = "regret_bound",
+    objective: str | None = None,
+    val_tasks: int = 4,
+    val_every: int = 10,
+    val_steps: int = 100,
     seed: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 20,
@@ -175,43 +184,33 @@ def meta_train(
     output: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> MetaTrainResult:
-    """Meta-learn ``mirror_map`` by minimising the mean log regret bound over tasks from ``task_sampler``.
+    """Meta-learn a mirror map by minimising the regret bound of mirror descent on tasks of a family.
 
-    Each meta-step draws ``tasks_per_step`` tasks (seeds from a pool of ``task_pool``; their reference
-    solutions ``θ*`` are computed once with Adam on the *training* loss and cached), unrolls
-    ``unroll_steps`` mirror-descent steps at step size ``lr`` (after a random warm start of up to
-    ``max_warm_start`` untracked steps), and takes an Adam step on the map's parameters along
-    ``∇ mean_tasks log B``. The log makes tasks of different loss scales count equally.
+    ``task_sampler`` is a :class:`TaskSampler`, or your own ``nn.Module`` / ``LightningModule`` with ``data``
+    (DataLoader, LightningDataModule, Dataset or tensors) and ``loss``: tasks are then (fresh init, random
+    subset of ``n_examples``) run with ``torch.func.functional_call`` (:class:`ModuleTaskSampler`).
 
-    Args:
-        task_sampler: the task family (see :mod:`lightning_papers.metamd.tasks`).
-        mirror_map: the map to train in place (default: a fresh ``MirrorMap(4 slots, role assignment)``).
-        meta_steps: number of meta-updates.
-        tasks_per_step: tasks averaged per meta-update.
-        unroll_steps: unrolled mirror steps per task (the horizon ``T`` of the bound).
-        max_warm_start: the unrolled window starts after ``U{0..max_warm_start}`` untracked steps.
-        lr: base step size ``η`` (keep 1.0: the map learns the scale).
-        meta_lr: Adam learning rate on the map's parameters.
-        second_order: differentiate through ``g_t = ∇f(θ_t)`` (Hessian-vector products); False treats
-            gradients as constants (first-order approximation, cheaper).
-        task_pool: number of distinct task seeds (``seed·10⁶ + k``).
-        reference_steps: Adam steps for each task's reference solution ``θ*``.
-        reference_lr: Adam learning rate for the reference solution.
-        grad_clip: max norm of the meta-gradient (0 disables).
-        objective: ``"regret_bound"`` (the paper's: log of the bound ``B``) or ``"loss"`` (ablation: log of
-            the mean training loss after each unrolled step, the usual learned-optimiser objective).
-        seed: seed of the task draws.
-        checkpoint_dir: directory for ``metamd_meta_train.pt`` (written every ``checkpoint_every`` steps).
-        checkpoint_every: meta-steps between checkpoints.
-        resume: continue from the checkpoint in ``checkpoint_dir`` when one exists.
-        output: where to save the learned map (``MirrorMap.save``); None saves nothing.
-        progress: show a tqdm progress bar.
+    **Adaptive family** (``mirror_map`` an :class:`AdaptiveMirrorMap`, the default: a fresh one, i.e. Adam):
+    unrolls ``unroll_steps`` steps at the base ``lr`` (None: each task's ``info["lr"]``, else 1e-3) after a
+    random warm start of up to ``max_warm_start`` steps, minimises ``objective`` (None → ``"loss"``: the mean log
+    unrolled training loss; ``"regret_bound"``: the log adaptive regret bound, see
+    :mod:`lightning_papers.metamd.adaptive_meta`), and keeps the map scoring best on ``val_tasks``
+    validation tasks (every ``val_every`` meta-steps, ``val_steps`` steps each; 0 tasks: no selection).
+
+    **Static family** (``mirror_map`` a :class:`MirrorMap`, the paper-literal variant): each meta-step draws
+    ``tasks_per_step`` tasks, unrolls mirror steps at ``lr`` (None: 1.0) and takes an Adam step along
+    ``∇ mean_tasks log B`` with ``B`` the bound of ``objective`` (``"regret_bound"`` or the ablation ``"loss"``).
+
+    Both: reference solutions ``θ*`` by Adam on the task's *training* loss (``reference_steps``; static:
+    ``reference_lr``, adaptive: the task's lr), cached for ``task_pool`` task seeds; Adam on the map with
+    ``meta_lr`` and ``grad_clip``; checkpoints in ``checkpoint_dir`` every ``checkpoint_every`` steps, and
+    ``resume`` continues from one to exactly the map an uninterrupted run gives.
 
     Returns:
-        MetaTrainResult with the map, the history (``objective``, ``final_loss``, ``regret`` per step) and path.
+        MetaTrainResult with the map, the history (``objective``, ``final_loss``, ``val_score``...) and path.
 
     Raises:
-        ValueError: non-positive counts or rates.
+        ValueError / TypeError: non-positive counts or rates, a bad objective, unsupported model or data.
 
     Example::
 
@@ -221,6 +220,69 @@ def meta_train(
         >>> len(res.history)
         2
     """
+    if isinstance(task_sampler, torch.nn.Module):
+        from lightning_papers.metamd.module_tasks import ModuleTaskSampler
+
+        if data is None:
+            raise ValueError(
+                "meta_train on a model needs data= (a DataLoader, LightningDataModule or Dataset)"
+            )
+        task_sampler = ModuleTaskSampler(task_sampler, data, loss, n_examples=n_examples, lr=lr or 1e-3)
+    elif not isinstance(task_sampler, TaskSampler):
+        raise TypeError(
+            f"task_sampler must be a TaskSampler or an nn.Module, got {type(task_sampler).__name__}"
+        )
+    if objective not in (None, "regret_bound", "loss"):
+        raise ValueError(f"objective must be 'regret_bound' or 'loss', got {objective!r}")
+    if mirror_map is None:
+        mirror_map = AdaptiveMirrorMap()
+    if (
+        objective is None
+    ):  # chosen on validation tasks for the adaptive family; the paper's for the static one
+        objective = "loss" if isinstance(mirror_map, AdaptiveMirrorMap) else "regret_bound"
+    if isinstance(mirror_map, AdaptiveMirrorMap):
+        for name, val in {
+            "meta_steps": meta_steps,
+            "tasks_per_step": tasks_per_step,
+            "unroll_steps": unroll_steps,
+            "task_pool": task_pool,
+            "checkpoint_every": checkpoint_every,
+            "val_every": val_every,
+            "val_steps": val_steps,
+        }.items():
+            if not isinstance(val, int) or val < 1:
+                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        if not meta_lr > 0 or (lr is not None and not lr > 0):
+            raise ValueError(f"meta_lr and lr must be > 0, got meta_lr={meta_lr!r}, lr={lr!r}")
+        if max_warm_start < 0 or reference_steps < 0 or val_tasks < 0:
+            raise ValueError("max_warm_start, reference_steps and val_tasks must be >= 0")
+        mirror_map.validate()
+        res = meta_train_adaptive(
+            task_sampler,
+            mirror_map,
+            meta_steps=meta_steps,
+            tasks_per_step=tasks_per_step,
+            unroll_steps=unroll_steps,
+            max_warm_start=max_warm_start,
+            lr=lr,
+            meta_lr=meta_lr,
+            second_order=second_order,
+            task_pool=task_pool,
+            reference_steps=reference_steps,
+            grad_clip=grad_clip,
+            objective=objective,
+            val_tasks=val_tasks,
+            val_every=val_every,
+            val_steps=val_steps,
+            seed=seed,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            progress=progress,
+        )
+        res.output = mirror_map.save(output) if output is not None else None
+        return res
+    lr = 1.0 if lr is None else lr
     for name, val in {
         "meta_steps": meta_steps,
         "tasks_per_step": tasks_per_step,
@@ -237,17 +299,17 @@ def meta_train(
         raise ValueError(f"objective must be 'regret_bound' or 'loss', got {objective!r}")
     if max_warm_start < 0 or reference_steps < 0:
         raise ValueError("max_warm_start and reference_steps must be >= 0")
-    if mirror_map is None:
-        mirror_map = MirrorMap(num_slots=4, num_terms=4, assignment="role")
     if not isinstance(mirror_map, MirrorMap):
-        raise TypeError(f"mirror_map must be a MirrorMap, got {type(mirror_map).__name__}")
+        raise TypeError(
+            f"mirror_map must be a MirrorMap or AdaptiveMirrorMap, got {type(mirror_map).__name__}"
+        )
     mirror_map.validate()
     meta_opt = torch.optim.Adam(mirror_map.parameters(), lr=meta_lr)
     history: list[dict[str, float]] = []
     start = 0
     ckpt = Path(checkpoint_dir) / "metamd_meta_train.pt" if checkpoint_dir is not None else None
     if ckpt is not None and resume and ckpt.is_file():
-        blob = torch.load(ckpt, map_location="cpu", weights_only=False)
+        blob = torch.load(ckpt, map_location="cpu", weights_only=True)
         mirror_map.load_state_dict(blob["map"])
         meta_opt.load_state_dict(blob["meta_opt"])
         history, start = blob["history"], blob["step"]
@@ -262,16 +324,10 @@ def meta_train(
             cache[k] = task
         return cache[k]
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=meta_steps, initial=start, desc="meta-train MetaMD", dynamic_ncols=True)
+    bar = progress_bar(progress, meta_steps, start, "meta-train MetaMD")
     t0 = time.perf_counter()
     for step in range(start, meta_steps):
-        rng = random.Random(seed * 7919 + step)  # draws depend only on (seed, step): resume is exact
-        ks = [rng.randrange(task_pool) for _ in range(tasks_per_step)]
-        warms = [rng.randint(0, max_warm_start) for _ in ks]
+        ks, warms = draw_tasks(seed, step, task_pool, tasks_per_step, max_warm_start)
         meta_opt.zero_grad()
         objs, finals, regrets = [], [], []
         for k, w in zip(ks, warms):
@@ -283,11 +339,7 @@ def meta_train(
             objs.append(float(obj.detach()) * len(ks))
             finals.append(stats["final_loss"])
             regrets.append(stats["regret"])
-        grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in mirror_map.parameters())
-        if objs and grads_ok:
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(mirror_map.parameters(), grad_clip)
-            meta_opt.step()
+        meta_update(mirror_map, meta_opt, grad_clip, bool(objs))
         rec = {
             "step": step + 1,
             "objective": sum(objs) / len(objs) if objs else math.nan,

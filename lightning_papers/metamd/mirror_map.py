@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ASSIGNMENTS", "MirrorMap", "available_presets", "preset_path"]
+__all__ = ["ASSIGNMENTS", "MirrorMap", "available_presets", "preset_path", "read_map_file", "write_map_file"]
 
 #: How tensors are mapped to slots (each slot has its own scalar map).
 #: ``shared``: one map for everything; ``kind``: 0 = tensors with ndim ≥ 2 (weights), 1 = vectors/scalars;
@@ -39,14 +39,52 @@ _PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
 def available_presets() -> list[str]:
-    """Names accepted by :meth:`MirrorMap.from_preset` (``"identity"`` plus the shipped ``presets/*.pt``)."""
+    """Map names ``MetaMirrorDescent`` accepts: ``"identity"`` (SGD), ``"adam"`` (a neutral adaptive map) and the
+    shipped ``presets/*.pt`` of either family."""
     shipped = sorted(p.stem for p in _PRESET_DIR.glob("*.pt")) if _PRESET_DIR.is_dir() else []
-    return ["identity", *shipped]
+    return ["identity", "adam", *shipped]
 
 
 def preset_path(name: str) -> Path:
     """Path of the shipped preset file ``presets/<name>.pt`` (it may not exist)."""
     return _PRESET_DIR / f"{name}.pt"
+
+
+def read_map_file(path: str | os.PathLike) -> Any:
+    """Read a saved mirror-map file with ``torch.load(weights_only=True)``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file exists but cannot be read (corrupt, truncated, or not a plain-tensor file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no mirror-map file at {str(path)!r}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling/zip errors differ by torch version: one clear message
+        raise ValueError(
+            f"could not read mirror-map file {str(path)!r} (corrupt, or not written by MirrorMap.save / "
+            f"AdaptiveMirrorMap.save): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
+
+
+def write_map_file(path: str | os.PathLike, fmt: str, family: str, module: nn.Module, meta: dict) -> Path:
+    """Write a map file (format tag, family, config, CPU tensors, meta) atomically: temp name, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "format": fmt,
+        "version": 1,
+        "family": family,
+        "config": module.config(),
+        "state": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
+        "meta": meta,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def _logcosh(z: Tensor) -> Tensor:
@@ -237,6 +275,8 @@ class MirrorMap(nn.Module):
         True
     """
 
+    family = "static"
+
     def __init__(
         self,
         num_slots: int = 1,
@@ -331,7 +371,7 @@ class MirrorMap(nn.Module):
         if name == "identity":
             return cls.identity()
         path = preset_path(name)
-        if not path.is_file():
+        if not path.is_file() or name == "adam":
             raise ValueError(f"unknown mirror-map preset {name!r}; available: {available_presets()}")
         return cls.load(path)
 
@@ -454,20 +494,7 @@ class MirrorMap(nn.Module):
 
     def save(self, path: str | os.PathLike, **meta: Any) -> Path:
         """Save config, coefficients and ``meta`` (e.g. how it was trained) to ``path`` (``torch.save``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
-        torch.save(
-            {
-                "format": _FORMAT,
-                "version": 1,
-                "config": self.config(),
-                "state": state,
-                "meta": {**self.meta, **meta},
-            },
-            path,
-        )
-        return path
+        return write_map_file(path, _FORMAT, self.family, self, {**self.meta, **meta})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> MirrorMap:
@@ -477,14 +504,18 @@ class MirrorMap(nn.Module):
             FileNotFoundError: no such file.
             ValueError: not a mirror-map file, or the stored map is not strictly increasing.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no mirror-map file at {str(path)!r}")
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = read_map_file(path)
         if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-            raise ValueError(f"{str(path)!r} is not a MirrorMap file (expected format {_FORMAT!r})")
-        m = cls(**blob["config"])
-        m.load_state_dict(blob["state"])
+            found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+            raise ValueError(
+                f"{str(path)!r} is not a MirrorMap file of the static family: found format {found!r}, "
+                f"expected {_FORMAT!r}"
+            )
+        try:
+            m = cls(**blob["config"])
+            m.load_state_dict(blob["state"])
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise ValueError(f"{str(path)!r} is not a valid MirrorMap file: {err}") from None
         m.meta = dict(blob.get("meta", {}))
         m.validate()
         return m

@@ -1,17 +1,24 @@
 """``MetaMirrorDescent``: mirror descent with a (meta-learned) mirror map, as a drop-in ``torch.optim.Optimizer``.
 
-Update (Gao et al., 2022, mirror-descent step; dual-space momentum is our addition)::
+Two map families (Gao et al., 2022, learn the Bregman divergence of mirror descent; the adaptive family is ours):
 
-    g ← ∇f(θ)  (negated if maximize)  + weight_decay·θ
-    b ← momentum·b + (1 − dampening)·g   (first step: b = g);  g ← b, or g + momentum·b with nesterov
-    θ ← h⁻¹(h(θ) − lr·g)                 (h = ∇ψ, the mirror map of the tensor's slot)
+* **adaptive** (default, :class:`~lightning_papers.metamd.adaptive.AdaptiveMirrorMap`): the time-varying
+  quadratic potential ``ψ_t(θ) = Σ_i ½ a_{t,i} θ_i²`` with ``a_t`` = Adam's metric × a learned bounded factor;
+  ``θ ← θ − η m̂ / a_t``. A neutral map is ``torch.optim.Adam`` exactly (same operations, same order).
+* **static** (:class:`~lightning_papers.metamd.mirror_map.MirrorMap`, the paper-literal variant): a fixed
+  elementwise map ``h = ∇ψ``; with SGD's gradient transform::
 
-The first two lines are exactly ``torch.optim.SGD``'s; with the identity map the last line is SGD's
-``θ.add_(g, alpha=-lr)``, so the optimizer equals ``torch.optim.SGD(foreach=False)`` bit for bit.
+      g ← ∇f(θ)  (negated if maximize)  + weight_decay·θ
+      b ← momentum·b + (1 − dampening)·g   (first step: b = g);  g ← b, or g + momentum·b with nesterov
+      θ ← h⁻¹(h(θ) − lr·g)                 (h = ∇ψ, the mirror map of the tensor's slot)
+
+  With the identity map the last line is SGD's ``θ.add_(g, alpha=-lr)``, so the optimizer equals
+  ``torch.optim.SGD(foreach=False)`` bit for bit.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,14 +28,19 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lightning_papers.metamd.adaptive import AdaptiveMirrorMap, tensor_roles
+from lightning_papers.metamd.adaptive_step import adaptive_step_
+from lightning_papers.metamd.mirror_map import (
+    _FORMAT as _STATIC_FORMAT,
+)
 from lightning_papers.metamd.mirror_map import (
     MirrorMap,
     _coefs,
     available_presets,
-    fast_inverse,
-    h_prime_scalar,
-    solve_inverse,
+    preset_path,
+    read_map_file,
 )
+from lightning_papers.metamd.static_step import StaticStepMixin
 
 __all__ = ["DEFAULT_PRESET", "MetaMirrorDescent", "resolve_mirror_map"]
 
@@ -36,85 +48,110 @@ __all__ = ["DEFAULT_PRESET", "MetaMirrorDescent", "resolve_mirror_map"]
 #: (no per-element coefficient vectors, no cached dual iterate): less memory, more kernel launches.
 FUSED_MAX_NUMEL = 1 << 22
 
-#: The shipped meta-learned map used when ``mirror_map`` is not given (see ``cli_configs/metamd/digits_mlp.yaml``).
-DEFAULT_PRESET = "digits_mlp"
+#: The shipped meta-learned map used when ``mirror_map`` is not given (see ``cli_configs/metamd/adaptive_mix.yaml``).
+DEFAULT_PRESET = "adaptive_mix"
+
+#: Key marking a state dict as MetaMirrorDescent's (``load_state_dict`` refuses other optimizers' dicts).
+_STATE_KEY = "mirror_map"
+
+AnyMap = MirrorMap | AdaptiveMirrorMap
 
 
-def resolve_mirror_map(mirror_map: MirrorMap | str | os.PathLike | None) -> MirrorMap:
-    """Turn a ``MirrorMap``, a file path or a preset name (None: :data:`DEFAULT_PRESET`) into a validated map.
+def _map_from_file(path: str | os.PathLike) -> AnyMap:
+    blob = read_map_file(path)
+    fmt = blob.get("format") if isinstance(blob, dict) else None
+    if fmt == _STATIC_FORMAT:
+        return MirrorMap.load(path)
+    return AdaptiveMirrorMap.from_blob(blob, repr(os.fspath(path)))
+
+
+def resolve_mirror_map(mirror_map: AnyMap | str | os.PathLike | None) -> AnyMap:
+    """Turn a map, a file path or a preset name (None: :data:`DEFAULT_PRESET`) into a validated map.
+
+    Files and presets of either family are recognised by their format tag.
 
     Raises:
         TypeError: an unsupported type.
-        ValueError: an unknown preset name, or a map that is not strictly increasing.
+        ValueError: an unknown preset name, a corrupt file, or a map that is not valid.
         FileNotFoundError: a path that does not exist.
     """
     if mirror_map is None:
         mirror_map = DEFAULT_PRESET
-    if isinstance(mirror_map, MirrorMap):
+    if isinstance(mirror_map, (MirrorMap, AdaptiveMirrorMap)):
         mirror_map.validate()
         return mirror_map
     if isinstance(mirror_map, (str, os.PathLike)):
         text = os.fspath(mirror_map)
+        if text == "identity":
+            return MirrorMap.identity()
+        if text == "adam":
+            return AdaptiveMirrorMap()
         if text in available_presets():
-            return MirrorMap.from_preset(text)
+            return _map_from_file(preset_path(text))
         p = Path(text)
         if p.suffix or os.sep in text or "/" in text:
-            return MirrorMap.load(p)
+            return _map_from_file(p)
         raise ValueError(
             f"unknown mirror-map preset {text!r}; available: {available_presets()} (or give a file path)"
         )
     raise TypeError(
-        f"mirror_map must be a MirrorMap, a preset name or a file path, got {type(mirror_map).__name__}"
+        f"mirror_map must be a MirrorMap, an AdaptiveMirrorMap, a preset name or a file path, "
+        f"got {type(mirror_map).__name__}"
     )
 
 
-class MetaMirrorDescent(Optimizer):
-    """Mirror descent ``θ ← h⁻¹(h(θ) − lr·g)`` with a learned elementwise mirror map (MetaMD).
+class MetaMirrorDescent(StaticStepMixin, Optimizer):
+    """Mirror descent with a meta-learned mirror map (MetaMD); by default the shipped adaptive map.
 
     Args:
         params: iterable of tensors or param-group dicts (``torch.optim`` semantics).
-        lr: step size ``η`` (> 0). The shipped maps were meta-trained at ``lr=1``: the map carries the scale.
-        mirror_map: a :class:`MirrorMap`, a path to a saved one, or a preset name (default
-            ``"digits_mlp"``, the shipped meta-learned map; ``"identity"`` gives plain SGD).
-        momentum: momentum factor (dual-space heavy ball; 0 = the paper's plain mirror descent).
-        dampening: dampening for momentum.
-        weight_decay: L2 penalty added to the gradient.
-        nesterov: Nesterov momentum.
+        lr: step size ``η`` (> 0). Default ``1e-3`` as Adam's: the adaptive map modulates the step of the
+            learning rate you would give Adam. Static maps carry their own scale (the shipped one: ``lr=1``).
+        mirror_map: an :class:`AdaptiveMirrorMap` or :class:`MirrorMap`, a path to a saved one, or a preset
+            name: ``"adaptive_mix"`` (default, meta-learned over small MLPs/CNNs/logistic regressions/LMs),
+            ``"adam"`` (neutral adaptive map: exactly ``torch.optim.Adam``), ``"digits_mlp"`` (the static,
+            paper-literal map) or ``"identity"`` (exactly ``torch.optim.SGD``).
+        momentum, dampening, nesterov: SGD's momentum (static maps only).
+        weight_decay: L2 penalty added to the gradient (both families, as in SGD and Adam).
+        betas, eps: Adam's moment decay rates and denominator term (adaptive maps only).
         maximize: maximise the objective instead of minimising it.
-        tol: relative residual tolerance of the inner Newton solve for ``h⁻¹``.
-        max_newton_iter: cap on Newton iterations per step.
+        tol: relative residual tolerance of the inner Newton solve for ``h⁻¹`` (static maps).
+        max_newton_iter: cap on Newton iterations per step (static maps).
 
     Raises:
-        ValueError: non-positive ``lr``, negative momentum/weight decay, bad nesterov setting, an unknown
-            preset, a non-monotone map, or a map whose slots do not fit the parameters.
+        ValueError: non-positive ``lr`` or other bad hyperparameters (the message names the value), an
+            unknown preset, a corrupt map file, or a map whose slots do not fit the parameters.
         TypeError: ``mirror_map`` of an unsupported type.
 
     Example::
 
         >>> model = torch.nn.Linear(4, 2)
-        >>> opt = MetaMirrorDescent(model.parameters(), lr=0.1, mirror_map="identity")
+        >>> opt = MetaMirrorDescent(model.parameters())  # the shipped adaptive map, lr=1e-3
         >>> model(torch.ones(3, 4)).sum().backward()
         >>> opt.step()
+        >>> sgd = MetaMirrorDescent(model.parameters(), lr=0.1, mirror_map="identity")  # == torch.optim.SGD
     """
 
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float = 1.0,
-        mirror_map: MirrorMap | str | os.PathLike | None = None,
+        lr: float = 1e-3,
+        mirror_map: AnyMap | str | os.PathLike | None = None,
         momentum: float = 0.0,
         dampening: float = 0.0,
         weight_decay: float = 0.0,
         nesterov: bool = False,
         *,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
         maximize: bool = False,
         tol: float | None = None,
         max_newton_iter: int = 20,
     ) -> None:
         if isinstance(lr, Tensor):
             lr = float(lr)
-        if not isinstance(lr, (int, float)) or not lr > 0:
-            raise ValueError(f"lr must be a number > 0, got {lr!r}")
+        if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         if momentum < 0.0:
             raise ValueError(f"momentum must be >= 0, got {momentum}")
         if weight_decay < 0.0:
@@ -123,7 +160,17 @@ class MetaMirrorDescent(Optimizer):
             raise ValueError("Nesterov momentum requires a momentum > 0 and zero dampening")
         if max_newton_iter < 1:
             raise ValueError(f"max_newton_iter must be >= 1, got {max_newton_iter}")
+        betas = tuple(float(b) for b in betas)
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        if not eps >= 0.0:
+            raise ValueError(f"eps must be >= 0, got {eps!r}")
         self.mirror_map = resolve_mirror_map(mirror_map)
+        if isinstance(self.mirror_map, AdaptiveMirrorMap) and (momentum != 0 or dampening != 0 or nesterov):
+            raise ValueError(
+                f"momentum={momentum}, dampening={dampening}, nesterov={nesterov} apply to static mirror maps; "
+                "the adaptive map has Adam's momentum: set betas instead"
+            )
         self.tol = tol
         self.max_newton_iter = int(max_newton_iter)
         self._coef_cache: dict[Any, Any] = {}
@@ -137,14 +184,25 @@ class MetaMirrorDescent(Optimizer):
             weight_decay=weight_decay,
             nesterov=nesterov,
             maximize=maximize,
+            betas=betas,
+            eps=eps,
         )
         self._ready = False
         super().__init__(params, defaults)
         self._ready = True
         self._assign_slots()
 
+    @property
+    def adaptive(self) -> bool:
+        """True when the map is of the adaptive family (Adam-like steps)."""
+        return isinstance(self.mirror_map, AdaptiveMirrorMap)
+
     # ------------------------------------------------------------------ slots
     def _assign_slots(self) -> None:
+        if self.adaptive:
+            params = [p for group in self.param_groups for p in group["params"]]
+            self._slots = dict(zip(map(id, params), tensor_roles(params)))  # layer roles, for the context
+            return
         params, gids = [], []
         for gi, group in enumerate(self.param_groups):
             for p in group["params"]:
@@ -155,7 +213,7 @@ class MetaMirrorDescent(Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:  # noqa: D102 (torch.optim API)
         if "lr" in param_group and not param_group["lr"] > 0:
-            raise ValueError(f"lr must be > 0, got {param_group['lr']!r}")
+            raise ValueError(f"lr must be > 0, got {param_group['lr']!r} in a param group")
         super().add_param_group(param_group)
         if getattr(self, "_ready", False):
             self._assign_slots()
@@ -188,6 +246,9 @@ class MetaMirrorDescent(Optimizer):
             lr = group["lr"]
             if isinstance(lr, Tensor):
                 lr = float(lr)
+            if self.adaptive:
+                self._adaptive_group_step(group, lr)
+                continue
             wd, mom, damp = group["weight_decay"], group["momentum"], group["dampening"]
             nesterov, maximize = group["nesterov"], group["maximize"]
             nl_p: list[Tensor] = []
@@ -196,8 +257,7 @@ class MetaMirrorDescent(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("MetaMirrorDescent does not support sparse gradients")
+                _check_dense(p)
                 # --- exactly torch.optim.SGD's gradient transform (same ops, same order)
                 grad = p.grad if not maximize else -p.grad
                 if wd != 0:
@@ -242,144 +302,37 @@ class MetaMirrorDescent(Optimizer):
         self._trust_loaded_dual = False
         return loss
 
-    def _flat_coefs(self, ps: list[Tensor], slots: list[int]) -> dict[str, Any]:
-        """Per-element coefficient vectors for a bucket of tensors (cached until the map or the bucket changes)."""
-        m = self.mirror_map
-        ref = ps[0]
-        key = (
-            "flat",
-            tuple(id(p) for p in ps),
-            tuple(p.numel() for p in ps),
-            tuple(slots),
-            ref.dtype,
-            ref.device,
-            m.log_d._version,
-            m.beta._version,
-            m.log_gamma._version,
-            id(m),
-            m.log_d.dtype,
-        )
-        hit = self._coef_cache.get("flat")
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        sizes = [p.numel() for p in ps]
-        per_slot = {s: self._coefs_for(s, ref) for s in set(slots)}
-        k = m.num_terms
-
-        def vec(fn) -> Tensor:
-            return torch.cat(
-                [torch.full((n,), fn(s), dtype=ref.dtype, device=ref.device) for n, s in zip(sizes, slots)]
+    def _adaptive_group_step(self, group: dict[str, Any], lr: float) -> None:
+        ps, gs, ms, vs, ts, roles = [], [], [], [], [], []
+        wd, maximize = group["weight_decay"], group["maximize"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            _check_dense(p)
+            grad = p.grad if not maximize else -p.grad
+            if wd != 0:
+                grad = grad.add(p, alpha=wd)
+            state = self.state[p]
+            if len(state) == 0:
+                # as torch.optim.Adam: a float32 step counter and zero moments
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step"] += 1
+            ps.append(p)
+            gs.append(grad)
+            ms.append(state["exp_avg"])
+            vs.append(state["exp_avg_sq"])
+            ts.append(int(state["step"].item()))
+            slot = self._slots.get(id(p))
+            if slot is None:
+                self._assign_slots()
+                slot = self._slots[id(p)]
+            roles.append(slot)
+        if ps:
+            adaptive_step_(
+                self.mirror_map, ps, gs, ms, vs, ts, roles, lr=lr, betas=group["betas"], eps=group["eps"]
             )
-
-        def term(s: int, j: int) -> tuple[float, float]:
-            terms = per_slot[s][0]
-            return terms[j] if j < len(terms) else (0.0, 1.0)
-
-        kk = max(len(per_slot[s][0]) for s in per_slot) if per_slot else 0
-        kk = min(kk, k)
-        d = vec(lambda s: per_slot[s][2])
-        gam = [vec(lambda s, j=j: term(s, j)[1]) for j in range(kk)]
-        bet = [vec(lambda s, j=j: term(s, j)[0]) for j in range(kk)]
-        bg = [b * g for b, g in zip(bet, gam)]
-        c0 = d + sum(bg) if bg else d.clone()
-        beta_abs = max(sum(abs(b) for b, _ in per_slot[s][0]) for s in per_slot)
-        val = {"d": d, "gam": gam, "bet": bet, "bg": bg, "c0": c0, "beta_abs": beta_abs, "sizes": sizes}
-        self._coef_cache["flat"] = (key, val)
-        return val
-
-    @staticmethod
-    def _eval_flat(x: Tensor, c: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        # h(x) = d x + Σ β tanh(γ x),  h'(x) = (d + Σ βγ) − Σ βγ tanh²(γ x); 5 in-place ops per term
-        hx = x * c["d"]
-        hp = c["c0"].clone()
-        for b, g, bg in zip(c["bet"], c["gam"], c["bg"]):
-            t = torch.tanh(x * g)
-            hx.addcmul_(b, t)
-            hp.addcmul_(bg, t.mul_(t), value=-1.0)
-        return hx, hp
-
-    def _fused_mirror_step(self, ps: list[Tensor], gs: list[Tensor], slots: list[int], lr: float) -> None:
-        """All non-linear tensors of a group in one flat vector with per-element coefficients.
-
-        The dual iterate ``u = h(θ)`` and ``h'(θ)`` of the last step are kept in the state (``dual``,
-        ``h_prime``) and reused when the parameter was not modified since (checked by its version counter,
-        or right after ``load_state_dict``), which saves one evaluation of ``h`` per step.
-        """
-        c = self._flat_coefs(ps, slots)
-        x = torch.cat([p.reshape(-1) for p in ps]) if len(ps) > 1 else ps[0].reshape(-1).clone()
-        gr = torch.cat([q.reshape(-1) for q in gs]) if len(gs) > 1 else gs[0].reshape(-1)
-        states = [self.state[p] for p in ps]
-        cached = all("dual" in st for st in states) and (
-            self._trust_loaded_dual or all(self._versions.get(id(p)) == p._version for p in ps)
-        )
-        if cached:
-            u_prev = (
-                torch.cat([st["dual"].reshape(-1) for st in states])
-                if len(ps) > 1
-                else states[0]["dual"].reshape(-1)
-            )
-            hp_prev = (
-                torch.cat([st["h_prime"].reshape(-1) for st in states])
-                if len(ps) > 1
-                else states[0]["h_prime"].reshape(-1)
-            )
-        else:
-            u_prev, hp_prev = self._eval_flat(x, c)
-        u = u_prev - gr * lr  # the dual step h(θ) − η g
-        x_new = x - gr.div(hp_prev).mul_(lr)  # linearised step θ − η g / h'(θ): one Newton step from θ
-        tol = self.tol if self.tol is not None else (1e-12 if x.dtype == torch.float64 else 1e-6)
-        scale = (u.abs() + (1.0 + c["beta_abs"])).mul_(tol)
-        converged = False
-        for _ in range(min(4, self.max_newton_iter)):
-            hx, hp = self._eval_flat(x_new, c)
-            r = hx.sub_(u)
-            if bool((r.abs() <= scale).all()):
-                converged = True
-                break
-            x_new = x_new - r.div_(hp)
-        if not converged:  # safeguarded, bracketed solve per slot (always converges)
-            x_new = self._bracketed(u, slots, c["sizes"])
-            _, hp = self._eval_flat(x_new, c)
-        duals = u.split(c["sizes"])
-        hps = hp.split(c["sizes"])
-        for p, st, chunk, du, dh in zip(ps, states, x_new.split(c["sizes"]), duals, hps):
-            p.copy_(chunk.view_as(p))
-            st["dual"] = du.view_as(p)
-            st["h_prime"] = dh.view_as(p)
-            self._versions[id(p)] = p._version
-
-    def _bracketed(self, u: Tensor, slots: list[int], sizes: list[int]) -> Tensor:
-        out = torch.empty_like(u)
-        start = 0
-        m = self.mirror_map
-        for s, n in zip(slots, sizes):
-            d, b, g = _coefs(m.log_d[s].detach(), m.beta[s].detach(), m.log_gamma[s].detach())
-            out[start : start + n] = solve_inverse(
-                u[start : start + n],
-                d.to(u),
-                b.to(u),
-                g.to(u),
-                tol=1e-6 if u.dtype != torch.float64 else 1e-12,
-                max_iter=100,
-            )
-            start += n
-        return out
-
-    def _mirror_step(self, ps: list[Tensor], gs: list[Tensor], lr: float, coefs: tuple[Any, ...]) -> None:
-        terms, _, d = coefs
-        # one flat vector per slot: a few large elementwise ops instead of many small ones
-        x = torch.cat([p.reshape(-1) for p in ps]) if len(ps) > 1 else ps[0].reshape(-1)
-        gr = torch.cat([q.reshape(-1) for q in gs]) if len(gs) > 1 else gs[0].reshape(-1)
-        hx, hp = h_prime_scalar(x, d, terms)
-        u = hx.sub_(gr, alpha=lr)  # the dual step h(θ) − η g
-        x0 = x - gr.div(hp).mul_(lr)  # linearised step θ − η g / h'(θ): one Newton step from the root
-        tol = self.tol if self.tol is not None else (1e-12 if x.dtype == torch.float64 else 1e-6)
-        x_new = fast_inverse(u, x0, d, terms, tol, self.max_newton_iter)
-        if len(ps) == 1:
-            ps[0].copy_(x_new.view_as(ps[0]))
-            return
-        for p, chunk in zip(ps, x_new.split([p.numel() for p in ps])):
-            p.copy_(chunk.view_as(p))
 
     # ------------------------------------------------------------------ state
     def __getstate__(self) -> dict[str, Any]:  # pickling / deepcopy keep the map and solver settings
@@ -397,25 +350,53 @@ class MetaMirrorDescent(Optimizer):
             self._assign_slots()
 
     def state_dict(self) -> dict[str, Any]:
-        """``torch.optim`` state dict plus the mirror map (config and coefficients), so resuming is exact."""
+        """``torch.optim`` state dict plus the mirror map (family, config, coefficients): resuming is exact."""
         sd = super().state_dict()
-        sd["mirror_map"] = {
+        sd[_STATE_KEY] = {
+            "family": self.mirror_map.family,
             "config": self.mirror_map.config(),
             "state": {k: v.detach().cpu().clone() for k, v in self.mirror_map.state_dict().items()},
         }
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state dict from :meth:`state_dict` (a plain SGD-style dict without a map also works)."""
+        """Load a state dict written by :meth:`state_dict` (the map travels inside).
+
+        Raises:
+            ValueError: the dict comes from another optimizer class (e.g. ``torch.optim.Adam``'s).
+        """
         state_dict = dict(state_dict)
-        saved_map = state_dict.pop("mirror_map", None)
-        super().load_state_dict(state_dict)
-        if saved_map is not None:
+        saved_map = state_dict.pop(_STATE_KEY, None)
+        if not isinstance(saved_map, dict) or "family" not in saved_map:
+            keys = sorted({k for g in state_dict.get("param_groups", []) for k in g} - {"params"})
+            raise ValueError(
+                "load_state_dict expected a MetaMirrorDescent state dict (with a 'mirror_map' entry of family "
+                f"'adaptive' or 'static'); got one with keys {sorted(state_dict)} and param-group keys {keys}: "
+                "a state dict of another optimizer class cannot be loaded"
+            )
+        family = saved_map["family"]
+        if family == "adaptive":
+            m: AnyMap = AdaptiveMirrorMap(**saved_map["config"])
+        elif family == "static":
             m = MirrorMap(**saved_map["config"])
-            m.load_state_dict(saved_map["state"])
-            m.validate()
-            self.mirror_map = m
+        else:
+            raise ValueError(
+                f"unknown mirror-map family {family!r} in state dict; expected 'adaptive' or 'static'"
+            )
+        m.load_state_dict(saved_map["state"])
+        m.validate()
+        super().load_state_dict(state_dict)
+        self.mirror_map = m
         self._coef_cache.clear()
         # the loaded dual iterates belong to the parameters restored with them (as Adam's moments do)
         self._trust_loaded_dual = True
         self._assign_slots()
+
+
+def _check_dense(p: Tensor) -> None:
+    if p.grad.is_sparse:
+        raise RuntimeError(
+            f"MetaMirrorDescent does not support sparse gradients (got a sparse gradient of layout "
+            f"{p.grad.layout} for a parameter of shape {tuple(p.shape)}); use dense gradients, e.g. "
+            "nn.Embedding(..., sparse=False)"
+        )

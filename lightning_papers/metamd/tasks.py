@@ -272,11 +272,42 @@ _FAMILIES: dict[str, Callable[..., TaskSampler]] = {
 }
 
 
+#: Adam's best full-batch learning rate per family on development tasks (split 0 / first text half; grid
+#: 1e-3..1e-1, 2 tasks, scored by mean log training loss over 150 steps): the base lr of meta-training tasks.
+FAMILY_LR: dict[str, float] = {
+    "least_squares": 1e-1,
+    "logistic_digits": 1e-1,
+    "logistic_mnist1d": 1e-1,
+    "mlp_digits": 3e-2,
+    "mlp_mnist1d": 3e-2,
+    "cnn_digits": 1e-1,
+    "cnn_mnist1d": 3e-2,
+    "cnn_deep_digits": 3e-2,
+    "lm_pydoc": 3e-2,
+    "lm_stdlib": 1e-2,
+}
+_MODULE_FAMILIES = ("cnn_digits", "cnn_mnist1d", "cnn_deep_digits", "lm_pydoc", "lm_stdlib")
+
+
+class _WithLR(TaskSampler):
+    """Stores the family's base learning rate in each task's ``info["lr"]``."""
+
+    def __init__(self, sampler: TaskSampler, lr: float) -> None:
+        self.sampler, self.lr = sampler, lr
+
+    def sample(self, seed: int) -> FunctionalTask:  # noqa: D102
+        task = self.sampler.sample(seed)
+        task.info["lr"] = self.lr
+        return task
+
+
 def make_sampler(families: str | Sequence[str], **kwargs) -> TaskSampler:
     """A sampler for one family name or a uniform mixture of several.
 
-    Names: ``least_squares``, ``logistic_digits``, ``logistic_mnist1d``, ``mlp_digits``, ``mlp_mnist1d``.
-    ``kwargs`` (e.g. ``split_seed``, ``n_train``) go to every family that accepts them.
+    Names: ``least_squares``, ``logistic_digits``, ``logistic_mnist1d``, ``mlp_digits``, ``mlp_mnist1d``,
+    ``cnn_digits``, ``cnn_mnist1d``, ``cnn_deep_digits``, ``lm_pydoc``, ``lm_stdlib``. ``kwargs`` (e.g.
+    ``split_seed``, ``n_train``) go to every family that accepts them. Tasks carry the family's base
+    learning rate (:data:`FAMILY_LR`) in ``info["lr"]``.
 
     Raises:
         ValueError: an unknown family name.
@@ -285,9 +316,20 @@ def make_sampler(families: str | Sequence[str], **kwargs) -> TaskSampler:
 
     names = [families] if isinstance(families, str) else list(families)
     out = []
+    known = sorted([*_FAMILIES, *_MODULE_FAMILIES])
     for name in names:
+        if name in _MODULE_FAMILIES:
+            from lightning_papers.metamd.module_tasks import module_family
+
+            out.append(
+                _WithLR(
+                    module_family(name, kwargs.get("split_seed", 0), kwargs.get("n_train", 256)),
+                    FAMILY_LR[name],
+                )
+            )
+            continue
         if name not in _FAMILIES:
-            raise ValueError(f"unknown task family {name!r}; expected one of {sorted(_FAMILIES)}")
+            raise ValueError(f"unknown task family {name!r}; expected one of {known}")
         factory = _FAMILIES[name]
         target = {
             "least_squares": LeastSquaresSampler,
@@ -295,5 +337,5 @@ def make_sampler(families: str | Sequence[str], **kwargs) -> TaskSampler:
             "mlp_mnist1d": MLPSampler,
         }.get(name, LogisticRegressionSampler)
         ok = set(inspect.signature(target.__init__).parameters)
-        out.append(factory(**{k: v for k, v in kwargs.items() if k in ok}))
+        out.append(_WithLR(factory(**{k: v for k, v in kwargs.items() if k in ok}), FAMILY_LR[name]))
     return out[0] if len(out) == 1 else MixtureSampler(out)

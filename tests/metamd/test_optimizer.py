@@ -201,7 +201,9 @@ def test_all_solver_paths_give_the_mirror_step(variant, monkeypatch):
     kw = {"max_newton_iter": 1} if variant == "bracketed_fallback" else {}
     if variant == "per_slot_large_model_path":
         monkeypatch.setattr(optmod, "FUSED_MAX_NUMEL", 0)
-    opt = MetaMirrorDescent(model.parameters(), lr=5.0, mirror_map=m, **kw)  # big steps: Newton needs > 1 iteration
+    opt = MetaMirrorDescent(
+        model.parameters(), lr=5.0, mirror_map=m, **kw
+    )  # big steps: Newton needs > 1 iteration
     x, y = _data()
     for _ in range(2):
         opt.zero_grad()

@@ -20,6 +20,8 @@ from lightning_papers.fe_adapter import (
     FEAdapterConfig,
     SyntheticEmotionVideos,
     VideoEmotionDataModule,
+    load_adapter,
+    save_adapter,
 )
 
 
@@ -42,8 +44,8 @@ def main() -> None:
 
     root = args.root
     tiny = dict(patch_size=8, embed_dim=64, depth=2, num_heads=2, global_pool="avg")
-    if root is None:  # demo data: 4 classes that differ only in the order of the frames
-        root = str(SyntheticEmotionVideos(tempfile.mkdtemp(), num_clips=384, clip_len=16, size=32).prepare())
+    if root is None:  # demo data: 4 classes that differ only in the timing of a smile and a frown
+        root = str(SyntheticEmotionVideos(tempfile.mkdtemp(), num_clips=384, clip_len=8, size=32).prepare())
     data = VideoEmotionDataModule(
         "folder", root=root, num_frames=args.frames, img_size=args.img_size, batch_size=16
     )
@@ -58,7 +60,7 @@ def main() -> None:
         num_frames=args.frames,
         num_classes=data.num_classes,
         class_names=data.class_names,
-        adapter=FEAdapterConfig(bottleneck=16),  # width 24 is the ViT-B/16 default
+        adapter=FEAdapterConfig(bottleneck=2),  # width 24 is the ViT-B/16 default
         head_dropout=0.0,
         warmup_fraction=0.05,
         optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2, weight_decay=0.01),
@@ -67,10 +69,19 @@ def main() -> None:
     trainer = L.Trainer(
         max_epochs=args.epochs, accelerator="auto", devices=1, logger=False, enable_model_summary=False
     )
-    trainer.fit(model, data)
+    trainer.fit(model, data)  # validation: 15% of the clips; the test split is only scored below
     trainer.test(model, data)
-    trainer.save_checkpoint("fe_adapter_custom.ckpt")  # only adapters + head + the backbone's name
-    print("saved fe_adapter_custom.ckpt; reload with FEAdapterClassifier.load_from_checkpoint(...)")
+    # share only what was trained: adapters + head (a few KB), with the backbone's name and fingerprint
+    save_adapter(model, "fe_adapter_custom.safetensors")
+    fresh = FEAdapterClassifier(
+        **{k: v for k, v in model.hparams.items() if k != "adapter"},
+        adapter=FEAdapterConfig(**model.hparams.adapter),
+    )
+    load_adapter(fresh, "fe_adapter_custom.safetensors")  # refuses a backbone with other frozen weights
+    clips = next(iter(data.test_dataloader()))[0]
+    with torch.no_grad():
+        same = torch.equal(fresh.eval()(clips), model.eval()(clips))
+    print(f"saved fe_adapter_custom.safetensors; reloaded into a fresh model: identical logits = {same}")
 
 
 if __name__ == "__main__":

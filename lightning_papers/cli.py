@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "quantize": ("lightning_papers.spikellm.commands:quantize", "SpikeLLM: quantize a causal LM and report perplexity."),
     "search-loss": ("lightning_papers.taylor_loss.commands:search_loss", "Taylor loss: CMA-ES search for a robust loss."),
     "meta-train": ("lightning_papers.metamd.commands:meta_train", "MetaMD: meta-learn a mirror map (Bregman divergence)."),
+    "fe-adapter-folds": ("lightning_papers.fe_adapter.folds:cross_validate", "FE-Adapter: fit + test every fold, mean ± std UAR/WAR."),
     "bench": ("lightning_papers.bench:bench", "Run benchmarks: `bench <method>|all [--quick]`, tables to benchmarks/results/."),
 }
 

@@ -91,5 +91,5 @@ def test_heurimentor_example(tmp_path):
 def test_fe_adapter_example(tmp_path):
     out = run_example("fe_adapter_custom_dataset.py", tmp_path)
     uar = number_after(r"test/uar\s*│", out)
-    assert uar > 0.5  # 4 classes: chance is 0.25
-    assert (tmp_path / "fe_adapter_custom.ckpt").is_file()
+    assert uar > 0.4  # 4 classes that per-frame models cannot tell apart: chance is 0.25
+    assert (tmp_path / "fe_adapter_custom.safetensors").is_file() and "identical logits = True" in out

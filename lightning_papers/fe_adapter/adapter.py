@@ -44,7 +44,9 @@ __all__ = [
 ]
 
 _ACTIVATIONS = ("none", "gelu", "relu")
-_INITS = ("identity", "zero_up")
+_INITS = ("identity", "zero_up", "difference")
+_PADDINGS = ("zeros", "replicate")
+_POSITIONS = ("before", "after")
 
 
 @dataclass
@@ -54,12 +56,12 @@ class FEAdapterConfig:
     Args:
         bottleneck: adapter width C'. An ``int`` is used as is; a ``float`` in (0, 1] is a fraction of the
             backbone's embedding dimension (rounded, at least 1). ViT-B/16 at ``24`` gives ~15.5x fewer
-            trainable parameters than ST-Adapter's width 384.
+            trainable parameters than ST-Adapter's width 384 (15.8x with the default router and no biases).
         dilations: temporal dilation of each branch (the K branches of Eq. 3); distinct positive ints.
         kernel_size: taps per branch (odd); branch k sees frames ``t + j*d_k`` for ``|j| <= kernel_size//2``.
         dynamic: mix the branches with per-clip softmax weights from a small router MLP (Eq. 2); when False
             the branches are averaged with fixed weights ``1/K``.
-        router_hidden: hidden width of the router MLP (0: a single linear layer).
+        router_hidden: hidden width of the router MLP (0, default: a single linear layer).
         temperature: softmax temperature of the router.
         temporal: False turns off temporal mixing (only the centre tap of one branch is kept): the
             "frame adapter" baseline, same placement and projections, no access to other frames.
@@ -68,12 +70,21 @@ class FEAdapterConfig:
         activation: non-linearity ``phi`` between the temporal conv and the up-projection
             (``"none"`` as in ST-Adapter, ``"gelu"`` or ``"relu"``).
         dropout: dropout on the adapter's output before the residual add.
-        init: both make the adapter exactly the identity at step 0. ``"zero_up"`` (default, LoRA-style): the
+        init: all three make the adapter exactly the identity at step 0. ``"difference"`` (default): the
             up-projection and all biases are zero, the temporal taps random with std
-            ``tap_std / sqrt(K * kernel_size)``, so the up-projection immediately sees a basis of frame
-            differences; ``"identity"``: the taps and biases are zero and the projections random (the
-            recipe in our spec; measured to learn far more slowly, see README).
+            ``tap_std / sqrt(K * kernel_size)`` and then centred so that each branch's taps sum to zero:
+            the adapter starts as a bank of temporal-difference filters that ignore static appearance
+            (background, identity) and pass motion; ``"zero_up"``: the same without centring;
+            ``"identity"``: taps and biases zero, projections random (the recipe in our spec; measured to
+            learn far more slowly, see README).
         tap_std: scale of the random temporal taps for ``init="zero_up"``.
+        padding: how the temporal conv pads the clip's ends: ``"replicate"`` (default) repeats the first /
+            last frame, so a static clip gives exactly zero difference response; ``"zeros"`` as Conv3d.
+        bias: biases in the projections and the temporal conv (False by default: fewer parameters,
+            measured no loss; ST-Adapter has them).
+        position: ``"before"`` (the paper's placement): the adapter rewrites the block input before its
+            norm + multi-head self-attention; ``"after"``: it rewrites the attention branch's output before
+            the residual add (AIM's placement), an ablation.
 
     Raises:
         ValueError: on a non-positive width, an even or non-positive kernel, empty/duplicate/non-positive
@@ -90,14 +101,17 @@ class FEAdapterConfig:
     dilations: tuple[int, ...] = (1, 2, 3)
     kernel_size: int = 3
     dynamic: bool = True
-    router_hidden: int = 8
+    router_hidden: int = 0
     temperature: float = 1.0
     temporal: bool = True
     blocks: list[int] | None = None
     activation: Literal["none", "gelu", "relu"] = "gelu"
     dropout: float = 0.0
-    init: Literal["identity", "zero_up"] = "zero_up"
+    init: Literal["identity", "zero_up", "difference"] = "difference"
     tap_std: float = 2.0
+    position: Literal["before", "after"] = "before"
+    padding: Literal["zeros", "replicate"] = "replicate"
+    bias: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.bottleneck, bool) or not isinstance(self.bottleneck, (int, float)):
@@ -129,6 +143,10 @@ class FEAdapterConfig:
             raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {self.activation!r}")
         if self.init not in _INITS:
             raise ValueError(f"init must be one of {_INITS}, got {self.init!r}")
+        if self.padding not in _PADDINGS:
+            raise ValueError(f"padding must be one of {_PADDINGS}, got {self.padding!r}")
+        if self.position not in _POSITIONS:
+            raise ValueError(f"position must be one of {_POSITIONS}, got {self.position!r}")
         if self.blocks is not None:
             self.blocks = [int(b) for b in self.blocks]
 
@@ -196,9 +214,9 @@ class FEAdapter(nn.Module):
             mapping[shifts.index(off), n] = 1.0
         self.register_buffer("shift_map", mapping, persistent=False)
 
-        self.down = nn.Linear(dim, c)
+        self.down = nn.Linear(dim, c, bias=config.bias)
         self.weight = nn.Parameter(torch.zeros(len(dilations), taps, c))  # depthwise temporal taps per branch
-        self.bias = nn.Parameter(torch.zeros(len(dilations), c))
+        self.bias = nn.Parameter(torch.zeros(len(dilations), c)) if config.bias else None
         self.router: nn.Module | None = None
         if config.temporal and config.dynamic and len(dilations) > 1:
             if config.router_hidden:
@@ -210,16 +228,16 @@ class FEAdapter(nn.Module):
             else:
                 self.router = nn.Sequential(nn.Linear(c, len(dilations)))
         self.act = {"none": nn.Identity, "gelu": nn.GELU, "relu": nn.ReLU}[config.activation]()
-        self.up = nn.Linear(c, dim)
+        self.up = nn.Linear(c, dim, bias=config.bias)
         self.drop = nn.Dropout(config.dropout)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Initialise so that the adapter is exactly the identity (see ``FEAdapterConfig.init``)."""
         nn.init.kaiming_uniform_(self.down.weight, a=5**0.5)
-        nn.init.zeros_(self.down.bias)
-        nn.init.zeros_(self.bias)
-        nn.init.zeros_(self.up.bias)
+        for b in (self.down.bias, self.bias, self.up.bias):
+            if b is not None:
+                nn.init.zeros_(b)
         if self.config.init == "identity":
             # zero conv => zero output, yet dL/dw = W_up^T dL/dy * h is non-zero, so learning starts at once
             nn.init.zeros_(self.weight)
@@ -227,6 +245,11 @@ class FEAdapter(nn.Module):
         else:  # "zero_up": random temporal taps (a ready basis of frame differences), zero up-projection
             k, taps = self.weight.shape[:2]
             nn.init.normal_(self.weight, std=self.config.tap_std / (k * taps) ** 0.5)
+            if self.config.init == "difference" and taps > 1:
+                with (
+                    torch.no_grad()
+                ):  # taps of each branch sum to zero: static content cancels, motion passes
+                    self.weight.sub_(self.weight.mean(dim=1, keepdim=True))
             nn.init.zeros_(self.up.weight)
         if self.router is not None:
             last = self.router[-1]
@@ -249,9 +272,14 @@ class FEAdapter(nn.Module):
         coef = alpha.repeat_interleave(taps, dim=1)  # (B, K*J), one coefficient per (branch, tap)
         flat = self.weight.reshape(-1, self.width)  # (K*J, C')
         per_shift = torch.einsum("bn,nc,sn->bsc", coef, flat, self.shift_map)  # (B, S, C')
-        out = (alpha @ self.bias).view(b, 1, 1, -1)
+        out = (alpha @ self.bias).view(b, 1, 1, -1) if self.bias is not None else 0.0
         pad = max(abs(s) for s in self.shifts)
-        hp = F.pad(h, (0, 0, 0, 0, pad, pad)) if pad else h
+        if pad and self.config.padding == "replicate":  # repeat the first / last frame
+            hp = torch.cat([h[:, :1].expand(-1, pad, -1, -1), h, h[:, -1:].expand(-1, pad, -1, -1)], dim=1)
+        elif pad:
+            hp = F.pad(h, (0, 0, 0, 0, pad, pad))
+        else:
+            hp = h
         for i, s in enumerate(self.shifts):
             out = out + per_shift[:, i].view(b, 1, 1, -1) * hp[:, pad + s : pad + s + t]
         return out
@@ -291,6 +319,11 @@ def _adapter_pre_hook(block: nn.Module, args: tuple, kwargs: dict):
     if not args:
         return None
     return (block.fe_adapter(args[0]), *args[1:]), kwargs
+
+
+def _adapter_post_attn_hook(attn: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    # runs on the attention branch's output, before the block's residual add (placement "after")
+    return attn.fe_adapter_ref[0](output)
 
 
 def _embed_dim(vit: nn.Module) -> int:
@@ -359,7 +392,16 @@ def inject_fe_adapters(
         if ref is not None:
             adapter.to(device=ref.device, dtype=ref.dtype)
         blocks[i].fe_adapter = adapter
-        blocks[i].register_forward_pre_hook(_adapter_pre_hook, with_kwargs=True)
+        if config.position == "before":
+            blocks[i].register_forward_pre_hook(_adapter_pre_hook, with_kwargs=True)
+        else:
+            attn = getattr(blocks[i], "attn", None)
+            if not isinstance(attn, nn.Module):
+                raise TypeError(
+                    f"block {i} has no .attn module; position='after' needs a timm attention block"
+                )
+            attn.fe_adapter_ref = [adapter]  # a list: not registered twice as a sub-module
+            attn.register_forward_hook(_adapter_post_attn_hook)
     return vit
 
 
@@ -375,6 +417,13 @@ def remove_fe_adapters(vit: nn.Module) -> nn.Module:
             if hook is _adapter_pre_hook:
                 del block._forward_pre_hooks[key]
                 block._forward_pre_hooks_with_kwargs.pop(key, None)
+        attn = getattr(block, "attn", None)
+        if isinstance(attn, nn.Module):
+            for key, hook in list(attn._forward_hooks.items()):
+                if hook is _adapter_post_attn_hook:
+                    del attn._forward_hooks[key]
+            if hasattr(attn, "fe_adapter_ref"):
+                del attn.fe_adapter_ref
         if hasattr(block, "fe_adapter"):
             del block.fe_adapter
     return vit

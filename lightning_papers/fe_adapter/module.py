@@ -14,7 +14,6 @@ over the T frames, then Dropout and a Linear layer (the TSN-style consensus used
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as L
@@ -29,6 +28,7 @@ from lightning_papers.fe_adapter.adapter import (
     inject_fe_adapters,
     set_num_frames,
 )
+from lightning_papers.fe_adapter.adapter_io import frozen_fingerprint
 from lightning_papers.optim import warmup_cosine
 
 __all__ = ["MODES", "FEAdapterClassifier", "build_backbone"]
@@ -57,16 +57,6 @@ def build_backbone(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return timm.create_model(name, pretrained=pretrained, num_classes=0, img_size=img_size, **kwargs)
-
-
-def _fingerprint(module: nn.Module, names: Sequence[str]) -> float:
-    state = module.state_dict()
-    total = 0.0
-    for n in names:
-        t = state[n]
-        if t.is_floating_point():
-            total += float(t.detach().double().abs().sum())
-    return total
 
 
 class FEAdapterClassifier(L.LightningModule):
@@ -158,7 +148,6 @@ class FEAdapterClassifier(L.LightningModule):
         nn.init.trunc_normal_(self.head[1].weight, std=0.02)
         nn.init.zeros_(self.head[1].bias)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self._frozen_names = [n for n, p in self.backbone.named_parameters() if not p.requires_grad]
         self.strict_loading = True
         self._build_metrics()
 
@@ -213,10 +202,23 @@ class FEAdapterClassifier(L.LightningModule):
         return self.head(self.clip_features(clips))
 
     # ---------------------------------------------------------------------------------------- steps
+    def _log_skipped(self, batch, stage: str) -> None:
+        if len(batch) > 2 and isinstance(
+            batch[2], (list, tuple)
+        ):  # paths of undecodable clips (VideoClipDataset)
+            self.log(f"{stage}/skipped_clips", float(len(batch[2])), on_step=False, on_epoch=True,
+                     reduce_fx="sum", sync_dist=True, batch_size=1)  # fmt: skip
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         clips, y = batch[0], batch[1]
-        if len(y) == 0:  # every clip of this batch was unreadable (skipped by the loader)
-            return None
+        if len(y) == 0:
+            # returning None would desynchronise DDP ranks; VideoClipDataset substitutes undecodable training
+            # clips, so an empty batch means a loader that drops them: fail loudly instead
+            raise RuntimeError(
+                f"training batch {batch_idx} is empty; use a loader that never yields empty batches "
+                "(VideoEmotionDataModule substitutes undecodable training clips)"
+            )
+        self._log_skipped(batch, "train")
         logits = self(clips)
         loss = self.criterion(logits, y)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
@@ -231,7 +233,8 @@ class FEAdapterClassifier(L.LightningModule):
 
     def _eval_step(self, batch, stage: str) -> None:
         clips, y = batch[0], batch[1]
-        if len(y) == 0:
+        self._log_skipped(batch, stage)
+        if len(y) == 0:  # every clip of this evaluation batch was undecodable: nothing to score
             return
         logits = self(clips)
         self.log(f"{stage}/loss", self.criterion(logits, y), prog_bar=stage == "val", batch_size=len(y))
@@ -292,7 +295,8 @@ class FEAdapterClassifier(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ----------------------------------------------------------------------------------- checkpoint
-    def _trainable_keys(self) -> set[str]:
+    def trainable_keys(self) -> set[str]:
+        """State-dict keys of the trained weights (adapters + head, with their persistent buffers)."""
         keys = {n for n, p in self.named_parameters() if p.requires_grad}
         params = {n for n, _ in self.named_parameters()}
         for name in self.state_dict():  # persistent adapter/head buffers travel with their trainable weights
@@ -302,7 +306,7 @@ class FEAdapterClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep only trainable weights; the frozen backbone is rebuilt from its name (and seed) on load."""
-        keep = self._trainable_keys()
+        keep = self.trainable_keys()
         state = checkpoint["state_dict"]
         checkpoint["state_dict"] = {
             k: v for k, v in state.items() if k in keep or not k.startswith("backbone.")
@@ -312,7 +316,7 @@ class FEAdapterClassifier(L.LightningModule):
             "pretrained": self.hparams.pretrained,
             "backbone_seed": self.hparams.backbone_seed,
             "mode": self.mode,
-            "frozen_fingerprint": _fingerprint(self, [f"backbone.{n}" for n in self._frozen_names]),
+            "frozen_fingerprint": frozen_fingerprint(self.backbone),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -332,7 +336,7 @@ class FEAdapterClassifier(L.LightningModule):
             )
         state = checkpoint["state_dict"]
         own = self.state_dict()
-        missing = sorted(k for k in self._trainable_keys() if k not in state)
+        missing = sorted(k for k in self.trainable_keys() if k not in state)
         if missing:
             raise ValueError(
                 f"checkpoint lacks trainable tensors: {missing[:5]}{' ...' if len(missing) > 5 else ''}"
@@ -340,11 +344,11 @@ class FEAdapterClassifier(L.LightningModule):
         for key, value in own.items():
             state.setdefault(key, value)
         expected = meta.get("frozen_fingerprint")
-        if expected is not None:
-            got = _fingerprint(self, [f"backbone.{n}" for n in self._frozen_names])
-            if abs(got - expected) > 1e-6 * max(1.0, abs(expected)):
+        if expected is not None and self.mode != "full_finetune":
+            got = frozen_fingerprint(self.backbone)
+            if got != expected:
                 raise ValueError(
                     f"the rebuilt frozen backbone {meta['backbone']!r} differs from the one this checkpoint was "
-                    f"trained with (weight fingerprint {got:.6g} vs {expected:.6g}); pretrained weights or "
+                    f"trained with (weight fingerprint {got[:12]} vs {str(expected)[:12]}); pretrained weights or "
                     "backbone_seed changed"
                 )

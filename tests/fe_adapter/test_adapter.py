@@ -56,7 +56,10 @@ def test_float_bottleneck_is_fraction_of_embed_dim():
 def test_shifted_sum_equals_dilated_depthwise_conv3d():
     torch.manual_seed(0)
     b, t, length, c = 3, 7, 5, 6
-    ad = FEAdapter(16, t, FEAdapterConfig(bottleneck=c, dilations=(1, 2, 3), kernel_size=3))
+    cfg = FEAdapterConfig(
+        bottleneck=c, dilations=(1, 2, 3), kernel_size=3, padding="zeros", bias=True, router_hidden=8
+    )
+    ad = FEAdapter(16, t, cfg)
     with torch.no_grad():
         ad.weight.normal_()
         ad.bias.normal_()
@@ -74,13 +77,18 @@ def test_shifted_sum_equals_dilated_depthwise_conv3d():
     torch.testing.assert_close(ad.temporal_mix(h), ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("init", ["identity", "zero_up"])
-def test_fresh_adapters_are_identity(init):
+@pytest.mark.parametrize(
+    "init, position",
+    [("identity", "before"), ("zero_up", "before"), ("difference", "before"), ("difference", "after")],
+)
+def test_fresh_adapters_are_identity(init, position):
     vit = tiny_vit()
     x = torch.randn(2 * 4, 3, 32, 32)
     with torch.no_grad():
         frozen = vit(x)
-        inject_fe_adapters(vit, num_frames=4, config=FEAdapterConfig(bottleneck=8, init=init))
+        inject_fe_adapters(
+            vit, num_frames=4, config=FEAdapterConfig(bottleneck=8, init=init, position=position)
+        )
         adapted = vit(x)
     assert len(fe_adapters(vit)) == 2
     torch.testing.assert_close(adapted, frozen, rtol=0, atol=0)
@@ -108,8 +116,8 @@ def test_only_adapters_and_head_train_and_ratio_to_full_finetune():
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".fe_adapter." in n or n.startswith("head.") for n in trainable)
     full = tiny_model("full_finetune")
-    # width 8, D 64: per adapter down 64*8+8, taps 3*3*8, bias 3*8, router 8*8+8 + 8*3+3, up 8*64+64
-    per_adapter = (64 * 8 + 8) + 72 + 24 + (72 + 27) + (8 * 64 + 64)
+    # width 8, D 64, no biases: per adapter down 64*8, taps 3*3*8, linear router 8*3+3, up 8*64
+    per_adapter = 64 * 8 + 72 + 27 + 8 * 64
     head = 64 * 3 + 3
     assert model.trainable_parameters() == 2 * per_adapter + head
     assert full.trainable_parameters() == full.total_parameters()
@@ -174,3 +182,38 @@ def test_batch_not_multiple_of_frames_is_clear_error():
     ad = FEAdapter(16, 4, FEAdapterConfig(bottleneck=4))
     with pytest.raises(ValueError, match="multiple of num_frames=4"):
         ad(torch.randn(6, 3, 16))
+
+
+def test_difference_init_ignores_static_content_and_sees_motion():
+    torch.manual_seed(0)
+    ad = FEAdapter(16, 6, FEAdapterConfig(bottleneck=4))  # default: difference init, replicate padding
+    static = torch.randn(1, 1, 5, 4).expand(1, 6, 5, 4)  # (B, T, L, C'): the same frame six times
+    assert ad.temporal_mix(static).abs().max() < 1e-6
+    moving = static.clone()
+    moving[:, 3:] += 1.0
+    assert ad.temporal_mix(moving).abs().max() > 1e-2
+    # zero padding (Conv3d's) leaks static content at the clip's ends
+    zeros = FEAdapter(16, 6, FEAdapterConfig(bottleneck=4, padding="zeros"))
+    assert zeros.temporal_mix(static).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_position_sets_what_the_adapter_sees_and_is_removable(position):
+    vit = tiny_vit()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = vit(x)
+        inject_fe_adapters(vit, num_frames=2, config=FEAdapterConfig(bottleneck=4, position=position))
+        for ad in fe_adapters(vit):
+            ad.up.weight.normal_()
+        block_in, adapter_in = [], []
+        h1 = vit.blocks[0].register_forward_pre_hook(lambda m, a: block_in.append(a[0]), prepend=True)
+        h2 = vit.blocks[0].fe_adapter.register_forward_pre_hook(lambda m, a: adapter_in.append(a[0]))
+        changed = vit(x)
+        h1.remove(), h2.remove()
+        assert not torch.allclose(changed, ref)
+        # "before": the adapter rewrites the block input; "after": it rewrites the attention branch's output
+        assert torch.equal(adapter_in[0], block_in[0]) == (position == "before")
+        remove_fe_adapters(vit)
+        torch.testing.assert_close(vit(x), ref, rtol=0, atol=0)
+    assert not hasattr(vit.blocks[0].attn, "fe_adapter_ref")

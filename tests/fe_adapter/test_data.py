@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from lightning_papers.data import decord_available, read_video, write_video
-from lightning_papers.fe_adapter.data import (
+from lightning_papers.fe_adapter import (
     DFEW_CLASSES,
     MAFW_CLASSES,
     SYNTHETIC_CLASSES,
@@ -57,7 +57,7 @@ def test_video_and_frame_folder_give_identical_clips(tmp_path):
     tf = ClipTransform(16, train=False)
     samples = [VideoSample(video, 0), VideoSample(tmp_path / "clip_frames", 0)]
     ds = VideoClipDataset(samples, num_frames=5, train=False, transform=tf, backend=backend)
-    (a, _), (b, _) = ds[0], ds[1]
+    (a, _, _), (b, _, _) = ds[0], ds[1]
     assert a.shape == (5, 3, 16, 16)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     # a short clip is padded by repeating its last frame
@@ -146,59 +146,173 @@ def test_folder_layout_and_datamodule_split(tmp_path):
     dm.setup()
     sizes = (len(dm.train_dataset), len(dm.val_dataset), len(dm.test_dataset))
     assert sum(sizes) == 10 and min(sizes) >= 2 and dm.class_names == classes
-    clips, y = next(iter(dm.train_dataloader()))
-    assert clips.shape == (4, 3, 3, 16, 16) and y.dtype == torch.long
+    clips, y, skipped = next(iter(dm.train_dataloader()))
+    assert clips.shape == (4, 3, 3, 16, 16) and y.dtype == torch.long and skipped == []
     with pytest.raises(ValueError, match="needs root"):
         VideoEmotionDataModule("dfew")
 
 
-def test_unreadable_files_are_skipped_with_warning_and_counted(tmp_path):
+def _corrupt_folder(tmp_path):
     write_video(tmp_path / "ok" / "good.mp4", _frames(4))
     write_video(tmp_path / "ok" / "good2.mp4", _frames(4, seed=1))
     (tmp_path / "ok" / "corrupt.mp4").write_bytes(b"\x00\x01 not a video" * 10)
     (tmp_path / "ok" / "empty.mp4").write_bytes(b"")
     (tmp_path / "bad").mkdir()
     write_video(tmp_path / "bad" / "good.mp4", _frames(4, seed=2))
-    # up-front scan
+    return tmp_path
+
+
+def test_undecodable_files_are_dropped_by_the_scan_and_counted(tmp_path):
     dm = VideoEmotionDataModule(
-        "folder", root=str(tmp_path), num_frames=2, img_size=16, val_fraction=0.0, test_fraction=0.0
+        "folder",
+        root=str(_corrupt_folder(tmp_path)),
+        num_frames=2,
+        img_size=16,
+        val_fraction=0.0,
+        test_fraction=0.0,
     )
     with pytest.warns(UserWarning, match="corrupt.mp4"):
         dm.setup()
     assert sorted(p.split("/")[-1] for p in dm.skipped_files) == ["corrupt.mp4", "empty.mp4"]
     assert len(dm.train_dataset) == 3
-    # without the scan the loader skips them mid-epoch instead of crashing
+
+
+def test_training_substitutes_undecodable_clips_evaluation_drops_them(tmp_path):
     dm = VideoEmotionDataModule(
-        "folder", root=str(tmp_path), num_frames=2, img_size=16, val_fraction=0.0, test_fraction=0.0,
-        scan_files=False, batch_size=8,
+        "folder", root=str(_corrupt_folder(tmp_path)), num_frames=2, img_size=16, val_fraction=0.0,
+        test_fraction=0.0, scan_files=False, batch_size=8,
     )  # fmt: skip
     dm.setup()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        batches = list(dm.train_dataloader())
-    assert sum(len(b[1]) for b in batches) == 3
-    assert any("empty.mp4" in str(w.message) for w in caught)
-    assert len(dm.skipped_files) == 2
+        clips, y, skipped = next(iter(dm.train_dataloader()))
+        assert len(y) == 5  # full batch: each undecodable clip replaced by the next decodable one
+        # corrupt.mp4 is followed by empty.mp4: its substitute skips both; every skip is reported
+        assert sorted(p.split("/")[-1] for p in skipped) == ["corrupt.mp4", "empty.mp4", "empty.mp4"]
+        ds = dm.train_dataset
+        ds.substitute = False  # evaluation behaviour
+        clips, y, skipped = next(
+            iter(torch.utils.data.DataLoader(ds, batch_size=8, collate_fn=dm.train_dataloader().collate_fn))
+        )
+        assert len(y) == 3 and len(skipped) == 2
 
 
-def test_synthetic_clips_are_seeded_balanced_and_cached(tmp_path):
-    gen = SyntheticEmotionVideos(tmp_path / "a", num_clips=8, clip_len=6, size=32, seed=3)
+def test_other_exceptions_are_not_swallowed(tmp_path):
+    write_video(tmp_path / "c" / "a.mp4", _frames(4))
+
+    def broken_transform(frames):
+        raise KeyError("a bug in a transform")
+
+    ds = VideoClipDataset([VideoSample(tmp_path / "c" / "a.mp4", 0)], 2, True, broken_transform)
+    with pytest.raises(KeyError, match="a bug"):
+        ds[0]
+    missing = VideoClipDataset(
+        [VideoSample(tmp_path / "c" / "gone.mp4", 0)], 2, True, ClipTransform(16, True)
+    )
+    with pytest.raises(FileNotFoundError):
+        missing[0]
+
+
+@pytest.mark.slow
+def test_decode_errors_from_worker_processes_are_merged_and_logged(tmp_path):
+    import lightning.pytorch as L
+
+    from lightning_papers.fe_adapter import FEAdapterClassifier, FEAdapterConfig
+
+    dm = VideoEmotionDataModule(
+        "folder", root=str(_corrupt_folder(tmp_path)), num_frames=2, img_size=32, val_fraction=0.0,
+        test_fraction=0.0, scan_files=False, batch_size=1, num_workers=2,
+    )  # fmt: skip
+    model = FEAdapterClassifier(
+        "vit_tiny_patch16_224", img_size=32, num_frames=2, num_classes=2, head_dropout=0.0,
+        backbone_kwargs=dict(patch_size=8, embed_dim=64, depth=2, num_heads=2), adapter=FEAdapterConfig(bottleneck=2),
+    )  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, dm)
+    # the 2 workers decode disjoint shares; the main process sees every skip of every worker
+    # (per epoch: corrupt.mp4 once, empty.mp4 twice, as its own item and while substituting corrupt.mp4)
+    assert {p.split("/")[-1]: n for p, n in dm.skip_counts.items()} == {"corrupt.mp4": 2, "empty.mp4": 4}
+    assert float(trainer.callback_metrics["train/skipped_clips"]) == 3.0  # the last epoch's sum
+
+
+def _fake_dfew(root, n=10):
+    split = root / "EmoLabel_DataSplit"
+    for name in ("train(single-labeled)", "test(single-labeled)"):
+        (split / name).mkdir(parents=True)
+    for fold in range(1, 6):
+        test_ids = [i for i in range(1, n + 1) if i % 5 == fold - 1]
+        train_ids = [i for i in range(1, n + 1) if i not in test_ids]
+        for name, ids in (("train", train_ids), ("test", test_ids)):
+            rows = "".join(f"{i},{1 + i % 2}\n" for i in ids)
+            (split / f"{name}(single-labeled)" / f"set_{fold}.csv").write_text("video_name,label\n" + rows)
+    for i in range(1, n + 1):
+        write_video(root / "Clip" / "original" / f"{i:05d}.mp4", _frames(4, seed=i))
+    return root
+
+
+def test_validation_is_never_drawn_from_test(tmp_path):
+    root = _fake_dfew(tmp_path / "dfew", n=20)
+    for fold in (1, 3):
+        dm = VideoEmotionDataModule(
+            "dfew", root=str(root), fold=fold, num_frames=2, img_size=16, val_fraction=0.2
+        )
+        dm.setup()
+        train = {s.path for s in dm.train_dataset.samples}
+        val = {s.path for s in dm.val_dataset.samples}
+        test = {s.path for s in dm.test_dataset.samples}
+        listed_train = {s.path for s in parse_dfew(root, fold, "train")}
+        assert val and not val & test and not train & test and not val & train
+        assert val <= listed_train and test == {s.path for s in parse_dfew(root, fold, "test")}
+    assert VideoEmotionDataModule("dfew", root=str(root)).val_fraction == 0.1  # held out by default
+    # val_fraction=0 turns validation off; it never falls back to the test split
+    dm = VideoEmotionDataModule("dfew", root=str(root), num_frames=2, img_size=16, val_fraction=0.0)
+    dm.setup()
+    assert len(dm.val_dataset) == 0 and dm.val_dataloader() == []
+    # synthetic / folder: disjoint train / val / test
+    for c, n in (("calm", 6), ("tense", 6)):
+        for i in range(n):
+            write_video(tmp_path / "mine" / c / f"v{i}.mp4", _frames(4, seed=i))
+    dm = VideoEmotionDataModule("folder", root=str(tmp_path / "mine"), num_frames=2, img_size=16)
+    dm.setup()
+    parts = [{s.path for s in d.samples} for d in (dm.train_dataset, dm.val_dataset, dm.test_dataset)]
+    assert all(parts) and not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+
+
+def test_synthetic_clips_are_seeded_balanced_and_regenerated_without_stale_files(tmp_path):
+    gen = SyntheticEmotionVideos(tmp_path / "a", num_clips=8, clip_len=8, size=32, seed=3)
     root = gen.prepare()
     samples, classes = parse_folder(root)
     assert classes == sorted(SYNTHETIC_CLASSES) and len(samples) == 8
     assert sorted(np.bincount([s.label for s in samples]).tolist()) == [2, 2, 2, 2]
-    again = SyntheticEmotionVideos(tmp_path / "b", num_clips=8, clip_len=6, size=32, seed=3).prepare()
-    first = read_video(root / "cheering_up" / "00000.mp4")
-    np.testing.assert_array_equal(first, read_video(again / "cheering_up" / "00000.mp4"))
-    assert first.shape == (6, 32, 32, 3)
+    again = SyntheticEmotionVideos(tmp_path / "b", num_clips=8, clip_len=8, size=32, seed=3).prepare()
+    first = read_video(root / SYNTHETIC_CLASSES[0] / "00000.mp4")
+    np.testing.assert_array_equal(first, read_video(again / SYNTHETIC_CLASSES[0] / "00000.mp4"))
+    assert first.shape == (8, 32, 32, 3)
     mtime = (root / "manifest.json").stat().st_mtime_ns
     gen.prepare()  # cached: nothing rewritten
     assert (root / "manifest.json").stat().st_mtime_ns == mtime
-    # time reversal maps each class onto its partner: identical expression levels, opposite order
-    t = np.linspace(0, 1, 9)
-    np.testing.assert_allclose(
-        SyntheticEmotionVideos.intensity(0, t), SyntheticEmotionVideos.intensity(1, t)[::-1]
-    )
-    np.testing.assert_allclose(
-        SyntheticEmotionVideos.intensity(2, t), SyntheticEmotionVideos.intensity(2, t)[::-1]
-    )
+    # regenerating the same folder with fewer clips leaves none of the earlier ones behind
+    SyntheticEmotionVideos(tmp_path / "a", num_clips=4, clip_len=8, size=32, seed=3).prepare()
+    assert len(parse_folder(root)[0]) == 4 and len(list(root.rglob("*.mp4"))) == 4
+
+
+def test_synthetic_classes_differ_only_in_timing():
+    t = (np.arange(8) + 0.5) / 8
+    rng = np.random.default_rng(0)
+    draws = {
+        k: np.stack([SyntheticEmotionVideos.intensity(k, t, rng) for _ in range(3000)]) for k in range(4)
+    }
+    # the frames as a set: same distribution of expression levels in every class (per-frame models: chance)
+    levels = {k: np.sort(d, axis=1).mean(0) for k, d in draws.items()}
+    for k in range(1, 4):
+        np.testing.assert_allclose(levels[k], levels[0], atol=0.02)
+    # order: in "smile first" classes the smile peak precedes the frown peak; distance: close vs apart
+    for k, d in draws.items():
+        lag = d.argmin(1) - d.argmax(1)  # frames from the smile peak to the frown peak
+        assert (np.sign(lag) == (1 if k % 2 == 0 else -1)).mean() > 0.95
+        assert (np.abs(lag).mean() < 2.5) == (k < 2)

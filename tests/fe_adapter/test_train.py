@@ -1,4 +1,4 @@
-"""The synthetic config learns the temporal task; a per-frame linear probe on the same data does not."""
+"""The synthetic config learns the multi-scale temporal task; a per-frame linear probe on the same data does not."""
 
 from pathlib import Path
 
@@ -26,8 +26,8 @@ def _fit(tmp_path, *overrides):
 
 @pytest.mark.slow
 def test_synthetic_config_learns_order_while_linear_probe_stays_at_chance(tmp_path):
-    adapter = _fit(tmp_path)  # the config as shipped (~45 s on one core)
+    adapter = _fit(tmp_path)  # the config as shipped (~30 s on two cores)
     probe = _fit(tmp_path, "--model.init_args.mode=linear_probe", "--trainer.max_epochs=6")
-    chance = 0.25
-    assert adapter["val/uar"] >= 0.6, adapter
-    assert probe["val/uar"] <= chance + 0.15, probe
+    chance = 0.25  # per-frame models are at chance by construction
+    assert adapter["val/uar"] >= 0.45, adapter
+    assert probe["val/uar"] <= chance + 0.1, probe

@@ -18,8 +18,9 @@ from lightning_papers.concrete_kmeans.core import (
     squared_distances,
     temperature_at,
 )
-from lightning_papers.concrete_kmeans.data import MNISTDataModule, USPSDataModule
-from lightning_papers.concrete_kmeans.estimator import ConcreteKMeansClusterer
+from lightning_papers.concrete_kmeans.data import MNISTDataModule, NewsgroupsDataModule, USPSDataModule
+from lightning_papers.concrete_kmeans.embedding import ClusterEmbedding, ScalarNorm, pca_projection
+from lightning_papers.concrete_kmeans.estimator import ConcreteKMeansClusterer, select_partition
 from lightning_papers.concrete_kmeans.module import (
     DeepConcreteKMeans,
     make_conv_autoencoder,
@@ -27,11 +28,14 @@ from lightning_papers.concrete_kmeans.module import (
 )
 
 __all__ = [
+    "ClusterEmbedding",
     "ConcreteKMeans",
     "ConcreteKMeansClusterer",
     "ConcreteKMeansOutput",
     "DeepConcreteKMeans",
     "MNISTDataModule",
+    "NewsgroupsDataModule",
+    "ScalarNorm",
     "USPSDataModule",
     "concrete_kmeans_loss",
     "dec_soft_assignment",
@@ -41,6 +45,8 @@ __all__ = [
     "kmeans_plusplus",
     "make_conv_autoencoder",
     "make_mlp_autoencoder",
+    "pca_projection",
+    "select_partition",
     "squared_distances",
     "temperature_at",
 ]

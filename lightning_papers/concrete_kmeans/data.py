@@ -2,6 +2,8 @@
 
 * :class:`MNISTDataModule`: the four IDX files of MNIST (``train-images-idx3-ubyte`` etc., optionally
   ``.gz``), train + test pooled by default (70,000 images), as deep-clustering papers do.
+* :class:`NewsgroupsDataModule`: 20 Newsgroups from its unpacked folders (``20news-bydate-train`` /
+  ``-test``, one sub-folder per newsgroup), as TF-IDF vectors of the most frequent words (DEC's protocol).
 * :class:`USPSDataModule`: USPS (9,298 16x16 digits) as the common ``usps.h5`` (groups ``train`` / ``test``
   with ``data`` and ``target``; needs ``h5py``), an ``.npz`` (``x`` / ``y``), or the LIBSVM text files
   (``usps``, ``usps.t``, optionally ``.bz2``; pixels in [-1, 1], labels 1..10).
@@ -20,7 +22,7 @@ import numpy as np
 
 from lightning_papers.data import ArrayDataModule
 
-__all__ = ["MNISTDataModule", "USPSDataModule", "read_idx"]
+__all__ = ["MNISTDataModule", "NewsgroupsDataModule", "USPSDataModule", "read_idx"]
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -177,3 +179,66 @@ class USPSDataModule(ArrayDataModule):
             x = x / 255.0
         x = x.astype(np.float32)
         return (x if self.flatten else x.reshape(-1, 1, 16, 16)), y
+
+
+class NewsgroupsDataModule(ArrayDataModule):
+    """20 Newsgroups as TF-IDF vectors from the unpacked ``20news-bydate`` folders (nothing is downloaded).
+
+    Args:
+        root: folder holding ``20news-bydate-train`` and/or ``20news-bydate-test`` (each with one sub-folder
+            of text files per newsgroup), or directly the per-newsgroup sub-folders.
+        split: ``"all"`` (train + test, 18,846 posts), ``"train"`` or ``"test"`` (for the bydate layout).
+        max_features: vocabulary size (the most frequent words; DEC and the paper use 2,000).
+        batch_size, val_fraction, test_fraction, seed, num_workers: see ``ArrayDataModule``.
+
+    Example::
+
+        >>> dm = NewsgroupsDataModule(root="~/data/20news")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        root: str,
+        split: Literal["all", "train", "test"] = "all",
+        max_features: int = 2000,
+        batch_size: int = 256,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.0,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                         num_workers=num_workers)
+        if split not in ("all", "train", "test"):
+            raise ValueError(f"split must be 'all', 'train' or 'test', got {split!r}")
+        if int(max_features) < 1:
+            raise ValueError(f"max_features must be >= 1, got {max_features}")
+        self.root, self.split, self.max_features = Path(root).expanduser(), split, int(max_features)
+
+    def _folders(self) -> list[Path]:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"20 Newsgroups folder not found: {self.root}")
+        parts = {"all": ("train", "test"), "train": ("train",), "test": ("test",)}[self.split]
+        bydate = [self.root / f"20news-bydate-{p}" for p in parts if (self.root / f"20news-bydate-{p}").is_dir()]
+        if bydate:
+            return bydate
+        if any((self.root / f"20news-bydate-{p}").is_dir() for p in ("train", "test")):
+            raise FileNotFoundError(f"no 20news-bydate-{' or '.join(parts)} folder under {self.root}")
+        return [self.root]
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_files
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        texts, names = [], []
+        for folder in self._folders():
+            bunch = load_files(str(folder), encoding="latin-1", decode_error="replace", shuffle=False)
+            if len(bunch.data) == 0:
+                raise ValueError(f"{folder} has no newsgroup sub-folders with text files")
+            texts += list(bunch.data)
+            names += [bunch.target_names[t] for t in bunch.target]
+        classes = sorted(set(names))
+        y = np.array([classes.index(n) for n in names], dtype=np.int64)
+        tfidf = TfidfVectorizer(max_features=self.max_features, dtype=np.float32)
+        x = np.asarray(tfidf.fit_transform(texts).todense(), dtype=np.float32)
+        return x, y

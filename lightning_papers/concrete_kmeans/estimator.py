@@ -1,13 +1,18 @@
 """A scikit-learn-style estimator around :class:`DeepConcreteKMeans` for people with an array.
 
-``ConcreteKMeansClusterer(n_clusters=10).fit_predict(X)`` trains an MLP autoencoder and the concrete
-k-means centroids with a Lightning ``Trainer`` under the hood and returns cluster ids, following
-scikit-learn's conventions (``fit`` returns ``self``, fitted attributes end in ``_``, ``random_state``
-makes runs reproducible, ``get_params`` / ``clone`` work).
+``ConcreteKMeansClusterer(n_clusters=10).fit_predict(X)`` trains an autoencoder and the concrete k-means
+centroids with a Lightning ``Trainer`` under the hood and returns cluster ids, following scikit-learn's
+conventions (``fit`` returns ``self``, fitted attributes end in ``_``, ``random_state`` makes runs
+reproducible, ``get_params`` / ``clone`` work).
+
+Every fit-time choice is unsupervised (labels are never seen): the final centroids are the lowest-inertia
+of {the learned centroids refined by Lloyd, k-means++ restarts} on the final embedding, and with
+``n_init > 1`` the run with the lowest within / total scatter ratio of its own embedding is kept.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -15,37 +20,71 @@ from typing import Literal
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-__all__ = ["ConcreteKMeansClusterer"]
+__all__ = ["ConcreteKMeansClusterer", "select_partition"]
+
+
+def select_partition(z, n_clusters: int, learned_centroids=None, n_init: int = 10, seed: int = 0):
+    """Lowest-inertia k-means partition of ``z`` among Lloyd from ``learned_centroids`` and k-means++ restarts.
+
+    Returns ``(centroids, labels, inertia, ratio)`` with ``ratio = inertia / total scatter`` (scale-free, in
+    [0, 1]; the criterion that compares runs). Purely unsupervised.
+
+    Example::
+
+        >>> import torch
+        >>> z = torch.tensor([[0.0], [0.2], [5.0], [5.2]])
+        >>> c, labels, inertia, ratio = select_partition(z, 2, torch.tensor([[5.0], [0.0]]))
+        >>> labels.tolist(), round(inertia, 2), ratio < 0.01
+        ([1, 1, 0, 0], 0.04, True)
+    """
+    from lightning_papers.concrete_kmeans.core import kmeans
+
+    best = kmeans(z, n_clusters, n_init=n_init, seed=seed)
+    if learned_centroids is not None:
+        refined = kmeans(z, n_clusters, init=learned_centroids)
+        if refined[2] <= best[2]:
+            best = refined
+    total = float((z - z.mean(0)).pow(2).sum())
+    return best[0], best[1], best[2], best[2] / max(total, 1e-12)
 
 
 class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
     """Deep concrete k-means with a scikit-learn interface.
 
     Args:
-        n_clusters: number of clusters.
-        latent_dim: size of the learned embedding the clusters live in.
-        hidden: hidden widths of the MLP encoder (the decoder mirrors them).
+        n_clusters: number of clusters (>= 2, <= n_samples).
+        latent_dim: width of the learned code.
+        hidden: hidden widths of the MLP encoder (the decoder mirrors them; the paper's: ``(500, 500, 2000)``).
         pretrain_epochs: autoencoder-only epochs before the centroids are initialised by k-means.
-        epochs: joint (autoencoder + concrete k-means) epochs after pretraining.
+        epochs: joint (autoencoder + clustering loss) epochs after pretraining.
         batch_size: mini-batch size (capped at the number of samples).
         lr: Adam learning rate.
         centroid_lr: learning rate of the centroids (default ``lr``).
+        variant: ``"concrete"`` (the method), ``"dec"`` (IDEC), ``"dcn"`` (DCN-style) or ``"two_step"``
+            (autoencoder for ``pretrain_epochs + epochs``, then k-means): baselines on the same embedding.
         hard: straight-through one-hot (True) or relaxed (False) assignments.
-        objective: ``"distortion"`` or ``"quantization"`` (see ``concrete_kmeans_loss``).
-        normalize: scale-invariant loss (within / total scatter), which stops feature shrinkage.
-        logit_scale: sharpness of the assignment distribution relative to the feature scale.
+        objective: ``"quantization"`` (the paper's ``||z - a^T mu||^2``) or ``"distortion"``.
+        logit_scale: multiplies the assignment logits ``-||z - mu||^2``.
+        normalize: scale-invariant loss (within / total scatter of the batch; our earlier variant).
+        embedding_norm: ``"scalar"`` / ``"batch"`` / ``"none"``: fixed-scale learned code (stops feature shrinkage).
+        skip_dim: principal axes of the input kept beside the learned code (0: learned code only).
+        learned_weight: share of the embedding's variance given to the learned code.
+        skip_trainable: let the clustering loss train the skip path's linear map (a learned metric).
         cluster_weight: weight of the clustering loss.
         recon_weight: weight of the reconstruction loss.
         tau_start: initial Concrete temperature.
         tau_end: final Concrete temperature (exponential annealing over the joint epochs).
-        standardize: z-score every input feature with statistics of ``X`` passed to ``fit``.
+        standardize: ``"global"`` (centre, divide by one scale: k-means geometry unchanged), ``"feature"``
+            (z-score each feature) or ``"none"``; statistics from the ``X`` passed to ``fit``.
+        n_init: independent runs (seeds ``random_state + i``); the lowest within / total scatter ratio wins.
         random_state: seed (``None``: a fresh random seed per ``fit``).
         verbose: show Lightning's progress bar.
 
     Attributes:
         labels_: cluster id of every training sample.
-        cluster_centers_: ``(n_clusters, latent_dim)`` centroids, in the learned embedding space.
+        cluster_centers_: ``(n_clusters, embedding dim)`` centroids in the embedding.
         inertia_: sum of squared distances of the embedded training samples to their nearest centroid.
+        runs_: per run ``{"seed", "ratio"}`` (the unsupervised selection criterion).
         n_features_in_: number of input features seen by ``fit``.
         model_: the trained :class:`~lightning_papers.concrete_kmeans.DeepConcreteKMeans`.
 
@@ -69,15 +108,21 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         batch_size: int = 256,
         lr: float = 1e-3,
         centroid_lr: float | None = None,
+        variant: Literal["concrete", "dec", "dcn", "two_step"] = "concrete",
         hard: bool = True,
         objective: Literal["distortion", "quantization"] = "distortion",
-        normalize: bool = True,
-        logit_scale: float = 10.0,
-        cluster_weight: float = 0.1,
+        logit_scale: float = 1.0,
+        normalize: bool = False,
+        embedding_norm: Literal["scalar", "batch", "none"] = "scalar",
+        skip_dim: int = 64,
+        learned_weight: float = 0.2,
+        skip_trainable: bool = False,
+        cluster_weight: float = 1.0,
         recon_weight: float = 1.0,
         tau_start: float = 1.0,
         tau_end: float = 0.1,
-        standardize: bool = True,
+        standardize: Literal["global", "feature", "none"] = "global",
+        n_init: int = 1,
         random_state: int | None = None,
         verbose: bool = False,
     ) -> None:
@@ -89,15 +134,21 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.centroid_lr = centroid_lr
+        self.variant = variant
         self.hard = hard
         self.objective = objective
-        self.normalize = normalize
         self.logit_scale = logit_scale
+        self.normalize = normalize
+        self.embedding_norm = embedding_norm
+        self.skip_dim = skip_dim
+        self.learned_weight = learned_weight
+        self.skip_trainable = skip_trainable
         self.cluster_weight = cluster_weight
         self.recon_weight = recon_weight
         self.tau_start = tau_start
         self.tau_end = tau_end
         self.standardize = standardize
+        self.n_init = n_init
         self.random_state = random_state
         self.verbose = verbose
 
@@ -112,30 +163,50 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         if X.ndim != 2:
             raise ValueError(
                 f"Expected a 2D array of shape (n_samples, n_features), got {X.ndim}D shape {X.shape}; "
-                "reshape your data (e.g. X.reshape(len(X), -1))"
+                "reshape your data (X.reshape(-1, 1) for a single feature, X.reshape(len(X), -1) for images)"
             )
         if X.shape[0] == 0 or X.shape[1] == 0:
             raise ValueError(f"X is empty: shape {X.shape}")
         if not np.isfinite(X).all():
-            raise ValueError("X contains NaN or infinity; impute or drop those values first")
+            bad = int((~np.isfinite(X)).any(1).sum())
+            raise ValueError(f"X contains NaN or infinity in {bad} rows; impute or drop those values first")
         if fitting:
-            if not isinstance(self.n_clusters, (int, np.integer)) or self.n_clusters < 1:
-                raise ValueError(f"n_clusters must be an integer >= 1, got {self.n_clusters!r}")
+            if not isinstance(self.n_clusters, (int, np.integer)) or self.n_clusters < 2:
+                raise ValueError(f"n_clusters must be an integer >= 2, got {self.n_clusters!r}")
             if X.shape[0] < self.n_clusters:
                 raise ValueError(f"n_samples={X.shape[0]} should be >= n_clusters={self.n_clusters}")
+            if float(X.std(0).max()) <= 0.0:
+                raise ValueError("every feature of X is constant: there is nothing to cluster")
             for name in ("pretrain_epochs", "epochs"):
                 if int(getattr(self, name)) < 0:
                     raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-            if int(self.batch_size) < 1:
-                raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            if int(self.batch_size) < 2:
+                raise ValueError(f"batch_size must be >= 2 (batch normalisation), got {self.batch_size}")
+            if int(self.n_init) < 1:
+                raise ValueError(f"n_init must be >= 1, got {self.n_init}")
+            if self.variant not in ("concrete", "dec", "dcn", "two_step"):
+                raise ValueError(f"variant must be 'concrete', 'dec', 'dcn' or 'two_step', got {self.variant!r}")
+            if self.standardize not in ("global", "feature", "none"):
+                raise ValueError(f"standardize must be 'global', 'feature' or 'none', got {self.standardize!r}")
         elif X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with {self.n_features_in_}"
             )
         return X
 
+    def _set_scaling(self, X: np.ndarray) -> None:
+        std = X.std(0)
+        if self.standardize == "feature":
+            # constant features stay constant (scale 1): they carry no cluster information either way
+            self.mean_, self.scale_ = X.mean(0), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+        elif self.standardize == "global":
+            self.mean_ = X.mean(0)
+            self.scale_ = np.full(X.shape[1], np.sqrt(np.mean(std.astype(np.float64) ** 2)), dtype=np.float32)
+        else:
+            self.mean_, self.scale_ = np.zeros(X.shape[1], np.float32), np.ones(X.shape[1], np.float32)
+
     def _scaled(self, X: np.ndarray) -> np.ndarray:
-        return ((X - self.mean_) / self.scale_).astype(np.float32) if self.standardize else X
+        return ((X - self.mean_) / self.scale_).astype(np.float32)
 
     def _check_fitted(self) -> None:
         from sklearn.exceptions import NotFittedError
@@ -143,69 +214,115 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         if not hasattr(self, "model_"):
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call fit(X) first.")
 
-    # -- API ---------------------------------------------------------------------------------------
-    def fit(self, X, y=None) -> ConcreteKMeansClusterer:
-        """Train the autoencoder and the centroids on ``X`` (``y`` is ignored). Returns ``self``."""
+    def _build(self, n_features: int, seed: int, joint: bool):
+        import functools
+
+        import torch
+
+        from lightning_papers.concrete_kmeans.module import DeepConcreteKMeans
+
+        two_step = self.variant == "two_step"
+        pretrain = int(self.pretrain_epochs) if joint else 0
+        return DeepConcreteKMeans(
+            n_clusters=int(self.n_clusters), in_features=n_features, latent_dim=int(self.latent_dim),
+            hidden=tuple(self.hidden), variant="concrete" if two_step else self.variant, hard=self.hard,
+            objective=self.objective, logit_scale=self.logit_scale, normalize=self.normalize,
+            embedding_norm=self.embedding_norm, skip_dim=int(self.skip_dim), learned_weight=self.learned_weight,
+            skip_trainable=bool(self.skip_trainable),
+            pretrain_epochs=(pretrain + int(self.epochs)) if two_step else pretrain,
+            recon_weight=self.recon_weight, cluster_weight=self.cluster_weight, tau_start=self.tau_start,
+            tau_end=self.tau_end, optimizer=functools.partial(torch.optim.Adam, lr=self.lr),
+            centroid_lr=self.centroid_lr, seed=seed,
+        )
+
+    def _train(self, xt, seed: int, pretrained: dict | None):
         import lightning.pytorch as L
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
-        from lightning_papers.concrete_kmeans.module import DeepConcreteKMeans
+        torch.manual_seed(seed)
+        model = self._build(xt.shape[1], seed, joint=pretrained is None)
+        if pretrained is not None:
+            skip = ("clusterer.", "dcn_counts", "val_", "embedding.skip_")  # the skip path is refit below
 
-        X = self._check_X(X, fitting=True)
-        self.n_features_in_ = X.shape[1]
-        if self.standardize:
-            self.mean_ = X.mean(0)
-            self.scale_ = np.where(X.std(0) > 1e-8, X.std(0), 1.0).astype(np.float32)
-        seed = (int(np.random.SeedSequence().generate_state(1)[0] % 2**31) if self.random_state is None
-                else int(self.random_state))
-        xt = torch.from_numpy(self._scaled(X))
-        total = int(self.pretrain_epochs) + int(self.epochs)
-        with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
-            torch.manual_seed(seed)
-            model = DeepConcreteKMeans(
-                n_clusters=int(self.n_clusters), in_features=X.shape[1], latent_dim=int(self.latent_dim),
-                hidden=tuple(self.hidden), variant="concrete", hard=self.hard, objective=self.objective,
-                normalize=self.normalize, logit_scale=self.logit_scale, pretrain_epochs=int(self.pretrain_epochs),
-                recon_weight=self.recon_weight, cluster_weight=self.cluster_weight, tau_start=self.tau_start,
-                tau_end=self.tau_end, lr=self.lr, centroid_lr=self.centroid_lr, seed=seed,
-            )
-            loader = DataLoader(TensorDataset(xt), batch_size=min(int(self.batch_size), len(xt)), shuffle=True,
-                                generator=torch.Generator().manual_seed(seed))
-            if total > 0:
+            state = {k: v for k, v in pretrained.items() if not k.startswith(skip)}
+            model.load_state_dict(state, strict=False)
+        epochs = int(self.epochs) + (int(self.pretrain_epochs) if pretrained is None else 0)
+        batch = min(int(self.batch_size), len(xt))
+        # drop_last keeps batch normalisation away from a final batch of one sample; shuffling reaches every row
+        loader = DataLoader(TensorDataset(xt), batch_size=batch, shuffle=True, drop_last=len(xt) > batch,
+                            generator=torch.Generator().manual_seed(seed))
+        model.fit_skip(xt)
+        if epochs > 0:
+            log = logging.getLogger("lightning.pytorch")
+            level = log.level
+            if not self.verbose:  # one fit = one Trainer: keep its banners out of the caller's output
+                log.setLevel(logging.WARNING)
+            try:
                 trainer = L.Trainer(
-                    max_epochs=total, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=bool(self.verbose), enable_model_summary=False, deterministic=True,
                     num_sanity_val_steps=0, limit_val_batches=0,
                 )
                 with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*(does not have many workers|GPU available).*")
+                    warnings.filterwarnings(
+                        "ignore", message=".*(does not have many workers|GPU available|LeafSpec|val_dataloader).*"
+                    )
                     trainer.fit(model, loader)
-            if not bool(model.clusterer.initialized):  # epochs == 0 and pretrain_epochs == 0
-                model.init_centroids(xt)
+            finally:
+                log.setLevel(level)
         model.eval()
+        return model
+
+    # -- API ---------------------------------------------------------------------------------------
+    def fit(self, X, y=None, pretrained: dict | None = None) -> ConcreteKMeansClusterer:
+        """Train on ``X`` (``y`` is ignored) and return ``self``.
+
+        ``pretrained``: a ``model_.state_dict()`` of an estimator with the same architecture and data; its
+        autoencoder (and skip path) is the starting point and pretraining is skipped (a benchmark shares one
+        pretraining across variants this way).
+        """
+        import torch
+
+        X = self._check_X(X, fitting=True)
+        self.n_features_in_ = X.shape[1]
+        self._set_scaling(X)
+        base = (int(np.random.SeedSequence().generate_state(1)[0] % 2**31) if self.random_state is None
+                else int(self.random_state))
+        xt = torch.from_numpy(self._scaled(X))
+        self.runs_, best = [], None
+        with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+            for run in range(int(self.n_init)):
+                seed = base + run
+                model = self._train(xt, seed, pretrained)
+                z = self._embed(model, xt)
+                learned = model.clusterer.centroids.detach().cpu() if bool(model.clusterer.initialized) else None
+                centroids, labels, inertia, ratio = select_partition(z, int(self.n_clusters), learned, seed=seed)
+                self.runs_.append({"seed": seed, "ratio": ratio})
+                if best is None or ratio < best[-1]:
+                    best = (model, centroids, labels, inertia, ratio)
+        model, centroids, labels, inertia, _ = best
+        model.clusterer.set_centroids(centroids)
         self.model_ = model
-        z = self._embed_scaled(xt)
-        with torch.no_grad():
-            dist = model.clusterer.distances(z)
-        self.labels_ = dist.argmin(1).numpy().astype(np.int64)
-        self.inertia_ = float(dist.min(1).values.sum())
-        self.cluster_centers_ = model.clusterer.centroids.detach().cpu().numpy().copy()
+        self.labels_ = labels.numpy().astype(np.int64)
+        self.inertia_ = float(inertia)
+        self.cluster_centers_ = centroids.numpy().copy()
         return self
 
-    def _embed_scaled(self, xt):
+    @staticmethod
+    def _embed(model, xt):
         import torch
 
         with torch.no_grad():
-            return torch.cat([self.model_.encode(chunk) for chunk in xt.split(4096)])
+            return torch.cat([model.encode(chunk) for chunk in xt.split(4096)])
 
     def embed(self, X) -> np.ndarray:
-        """The learned embedding ``(n_samples, latent_dim)`` of ``X``."""
+        """The embedding ``(n_samples, embedding dim)`` of ``X`` (skip path, then the learned code)."""
         import torch
 
         self._check_fitted()
         X = self._check_X(X, fitting=False)
-        return self._embed_scaled(torch.from_numpy(self._scaled(X))).numpy()
+        return self._embed(self.model_, torch.from_numpy(self._scaled(X))).numpy()
 
     def transform(self, X) -> np.ndarray:
         """Euclidean distances ``(n_samples, n_clusters)`` to the centroids in the embedding (like ``KMeans``)."""

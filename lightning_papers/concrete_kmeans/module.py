@@ -1,13 +1,24 @@
 """Deep concrete k-means as a LightningModule: autoencoder pretraining, k-means init, joint training.
 
 Phase 1 (``pretrain_epochs``): the autoencoder learns to reconstruct (MSE). At the start of phase 2 the
-centroids are initialised by k-means (k-means++ seeding, best of ``init_n_init``) on the encoded training
+centroids are initialised by k-means (k-means++ seeding, best of ``init_n_init``) on the embedded training
 set. Phase 2 trains encoder, decoder and centroids jointly on
-``recon_weight * MSE(x, dec(enc(x))) + cluster_weight * L_cluster`` where ``L_cluster`` is the concrete
-k-means loss (``variant="concrete"``) with an annealed temperature, or DEC's KL(P||Q) on Student-t soft
-assignments (``variant="dec"``, the baseline of the benchmark; with ``recon_weight > 0`` it is IDEC).
-With ``pretrain_epochs >= max_epochs`` it is the two-step baseline: the centroids come from k-means on
-the final features (at the end of ``fit``).
+``recon_weight * MSE(x, dec(h)) + cluster_weight * L_cluster`` (the paper's Algorithm 1, no alternation),
+where ``L_cluster`` is
+
+* ``variant="concrete"``: the concrete k-means loss (Gumbel-softmax assignment, straight-through hard
+  samples, annealed temperature, centroids learned by SGD);
+* ``variant="dec"``: DEC's KL(P || Q) on Student-t soft assignments (IDEC with ``recon_weight > 0``);
+* ``variant="dcn"``: DCN's ``||z - mu_{s(z)}||^2`` with hard nearest-centroid assignments and DCN's
+  count-based centroid updates (Yang et al. 2017), the alternating method the paper argues against.
+
+All variants share the embedding code (:class:`~lightning_papers.concrete_kmeans.ClusterEmbedding`: a
+fixed-scale learned code, optionally beside a skip path of the input). With
+``pretrain_epochs >= max_epochs`` it is the two-step baseline: k-means on the final features at ``fit`` end.
+
+Under DDP the skip path and the centroids are computed from a sample gathered from every rank and
+broadcast from rank 0 (identical on every rank); validation NMI / ARI / ACC accumulate a contingency
+matrix synced across ranks.
 """
 
 from __future__ import annotations
@@ -17,82 +28,32 @@ from typing import Literal
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torchmetrics import MeanMetric
 
+from lightning_papers.concrete_kmeans.autoencoders import make_conv_autoencoder, make_mlp_autoencoder
 from lightning_papers.concrete_kmeans.core import (
     ConcreteKMeans,
     Objective,
     Schedule,
     dec_soft_assignment,
     dec_target_distribution,
+    kmeans,
     temperature_at,
 )
+from lightning_papers.concrete_kmeans.distributed import (
+    ContingencyARI,
+    ContingencyNMI,
+    broadcast_from_rank_zero,
+    gather_rows,
+)
+from lightning_papers.concrete_kmeans.embedding import ClusterEmbedding, EmbeddingNorm
+from lightning_papers.metrics import ClusteringAccuracy
 
 __all__ = ["DeepConcreteKMeans", "make_conv_autoencoder", "make_mlp_autoencoder"]
 
-
-def make_mlp_autoencoder(
-    in_features: int, latent_dim: int = 10, hidden: Sequence[int] = (256, 128)
-) -> tuple[nn.Module, nn.Module]:
-    """A fully-connected autoencoder ``in -> hidden... -> latent -> reversed(hidden)... -> in`` (ReLU).
-
-    The embedding and the reconstruction layers are linear, as in DEC's ``d-500-500-2000-10`` autoencoder
-    (pass ``hidden=(500, 500, 2000)`` for that one).
-
-    Example::
-
-        >>> enc, dec = make_mlp_autoencoder(64, 10, (32,))
-        >>> dec(enc(torch.zeros(3, 64))).shape
-        torch.Size([3, 64])
-    """
-    if in_features < 1 or latent_dim < 1:
-        raise ValueError(f"in_features and latent_dim must be >= 1, got {in_features} and {latent_dim}")
-    widths = [int(in_features), *map(int, hidden), int(latent_dim)]
-    enc: list[nn.Module] = [nn.Flatten()]
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        enc.append(nn.Linear(a, b))
-        if i < len(widths) - 2:
-            enc.append(nn.ReLU())
-    back = widths[::-1]
-    dec: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(back[:-1], back[1:])):
-        dec.append(nn.Linear(a, b))
-        if i < len(back) - 2:
-            dec.append(nn.ReLU())
-    return nn.Sequential(*enc), nn.Sequential(*dec)
-
-
-def make_conv_autoencoder(
-    input_shape: Sequence[int], latent_dim: int = 10, channels: Sequence[int] = (32, 64)
-) -> tuple[nn.Module, nn.Module]:
-    """A small convolutional autoencoder for ``(C, H, W)`` images (stride-2 convs, H and W divisible by 2^depth).
-
-    Example::
-
-        >>> enc, dec = make_conv_autoencoder((1, 8, 8), 10, (8, 16))
-        >>> dec(enc(torch.zeros(2, 1, 8, 8))).shape
-        torch.Size([2, 1, 8, 8])
-    """
-    c, h, w = (int(v) for v in input_shape)
-    scale = 2 ** len(channels)
-    if h % scale or w % scale:
-        raise ValueError(f"image size {h}x{w} must be divisible by 2^len(channels) = {scale}")
-    enc: list[nn.Module] = []
-    width = c
-    for ch in channels:
-        enc += [nn.Conv2d(width, ch, 3, stride=2, padding=1), nn.ReLU()]
-        width = ch
-    flat = width * (h // scale) * (w // scale)
-    enc += [nn.Flatten(), nn.Linear(flat, latent_dim)]
-    dec: list[nn.Module] = [nn.Linear(latent_dim, flat), nn.ReLU(), nn.Unflatten(1, (width, h // scale, w // scale))]
-    rev = [*channels[::-1][1:], c]
-    for i, ch in enumerate(rev):
-        dec.append(nn.ConvTranspose2d(width, ch, 3, stride=2, padding=1, output_padding=1))
-        if i < len(rev) - 1:
-            dec.append(nn.ReLU())
-        width = ch
-    return nn.Sequential(*enc), nn.Sequential(*dec)
+Variant = Literal["concrete", "dec", "dcn"]
 
 
 def _inputs(batch) -> tuple[Tensor, Tensor | None]:
@@ -106,22 +67,28 @@ def _inputs(batch) -> tuple[Tensor, Tensor | None]:
 
 
 class DeepConcreteKMeans(L.LightningModule):
-    """End-to-end deep k-means with the concrete (Gumbel-Softmax) estimator, plus DEC / two-step baselines.
+    """End-to-end deep k-means with the concrete (Gumbel-Softmax) estimator, plus DEC / DCN / two-step baselines.
 
     Args:
-        n_clusters: number of clusters ``K``.
-        in_features: input size of the default MLP autoencoder (ignored when ``encoder`` is given).
-        latent_dim: embedding size of the default autoencoders.
-        hidden: hidden widths of the default MLP autoencoder.
+        n_clusters: number of clusters ``K`` (>= 2).
+        in_features: flattened input size (default MLP autoencoder and the skip path).
+        latent_dim: width of the learned code.
+        hidden: hidden widths of the default MLP autoencoder (the paper's: ``(500, 500, 2000)``).
         architecture: ``"mlp"`` or ``"conv"`` (default autoencoders; conv needs ``input_shape``).
         input_shape: ``(C, H, W)`` for ``architecture="conv"``.
         encoder: your encoder ``x -> (B, latent_dim)`` (then also give ``decoder`` or set ``recon_weight=0``).
-        decoder: your decoder ``z -> x`` (output reshaped to the input's shape).
-        variant: ``"concrete"`` (the paper) or ``"dec"`` (DEC / IDEC baseline, same code path).
-        hard: straight-through one-hot assignments (True) or relaxed ones (False).
-        objective: ``"quantization"`` ``||z - a^T mu||^2`` or ``"distortion"`` ``sum_k a_k ||z - mu_k||^2``.
-        logit_scale: multiplies the logits ``-||z - mu||^2`` (inverse Gumbel-noise scale).
-        normalize: scale-invariant concrete loss (within / total scatter; see ``concrete_kmeans_loss``).
+        decoder: your decoder ``h -> x`` (output reshaped to the input's shape).
+        variant: ``"concrete"`` (the paper), ``"dec"`` (DEC / IDEC) or ``"dcn"`` (DCN-style), same code path.
+        hard: straight-through one-hot assignments (True, the paper) or relaxed ones (False).
+        objective: ``"quantization"`` ``||z - a^T mu||^2`` (the paper) or ``"distortion"``
+            ``sum_k a_k ||z - mu_k||^2``.
+        logit_scale: multiplies the logits ``-||z - mu||^2`` (1: the paper).
+        normalize: scale-invariant concrete loss (within / total scatter of the batch; our earlier variant).
+        embedding_norm: ``"scalar"`` (centre, one scale), ``"batch"`` (batch norm) or ``"none"``: a fixed-scale
+            code cannot lower the k-means loss by shrinking (the literal loss's collapse).
+        skip_dim: principal axes of the input kept in the embedding's skip path (0: none, the paper).
+        learned_weight: share of the embedding's variance given to the learned code (1 without skip path).
+        skip_trainable: let the clustering loss train the skip path's linear map (a learned metric).
         pretrain_epochs: autoencoder-only epochs before the centroids are initialised.
         recon_weight: weight of the reconstruction MSE in phase 2 (keeps features from collapsing).
         cluster_weight: weight of the clustering loss in phase 2.
@@ -129,17 +96,19 @@ class DeepConcreteKMeans(L.LightningModule):
         tau_end: temperature at the end of the annealing.
         tau_schedule: ``"constant"``, ``"exponential"``, ``"linear"`` or ``"cosine"``.
         tau_anneal_epochs: epochs of annealing (default: all of phase 2; needs ``trainer.max_epochs``).
-        lr: Adam learning rate of the autoencoder.
-        centroid_lr: Adam learning rate of the centroids (default ``lr``).
-        weight_decay: Adam weight decay of the autoencoder.
+        optimizer: optimizer factory (``class_path`` in YAML); default Adam (lr 1e-3).
+        lr_scheduler: optional LR scheduler factory (``class_path`` in YAML), stepped per epoch.
+        centroid_lr: learning rate of the centroids (default: the optimizer's).
         init_n_init: k-means restarts for the centroid initialisation.
+        init_max_samples: rows (over all ranks) used to fit the skip path and initialise the centroids.
+        num_classes: label range of the validation data (default ``n_clusters``) for val/acc, val/nmi, val/ari.
         seed: seed of the centroid initialisation.
 
     Example::
 
         >>> model = DeepConcreteKMeans(n_clusters=3, in_features=4, latent_dim=2, hidden=(8,))
-        >>> model.clusterer.centroids.shape
-        torch.Size([3, 2])
+        >>> model.clusterer.centroids.shape  # skip path (4 input axes) + learned code (2)
+        torch.Size([3, 6])
     """
 
     def __init__(
@@ -152,35 +121,43 @@ class DeepConcreteKMeans(L.LightningModule):
         input_shape: Sequence[int] | None = None,
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
-        variant: Literal["concrete", "dec"] = "concrete",
+        variant: Variant = "concrete",
         hard: bool = True,
         objective: Objective = "distortion",
-        logit_scale: float = 10.0,
-        normalize: bool = True,
+        logit_scale: float = 1.0,
+        normalize: bool = False,
+        embedding_norm: EmbeddingNorm = "scalar",
+        skip_dim: int = 64,
+        learned_weight: float = 0.2,
+        skip_trainable: bool = False,
         pretrain_epochs: int = 50,
         recon_weight: float = 1.0,
-        cluster_weight: float = 0.1,
+        cluster_weight: float = 1.0,
         tau_start: float = 1.0,
         tau_end: float = 0.1,
         tau_schedule: Schedule = "exponential",
         tau_anneal_epochs: int | None = None,
-        lr: float = 1e-3,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
         centroid_lr: float | None = None,
-        weight_decay: float = 0.0,
         init_n_init: int = 10,
+        init_max_samples: int = 20000,
+        num_classes: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["encoder", "decoder"])
-        if variant not in ("concrete", "dec"):
-            raise ValueError(f"variant must be 'concrete' or 'dec', got {variant!r}")
+        self.save_hyperparameters(ignore=["encoder", "decoder", "optimizer", "lr_scheduler"])
+        if not isinstance(n_clusters, int) or n_clusters < 2:
+            raise ValueError(f"n_clusters must be an integer >= 2, got {n_clusters!r}")
+        if variant not in ("concrete", "dec", "dcn"):
+            raise ValueError(f"variant must be 'concrete', 'dec' or 'dcn', got {variant!r}")
         if pretrain_epochs < 0:
             raise ValueError(f"pretrain_epochs must be >= 0, got {pretrain_epochs}")
         for name, value in (("recon_weight", recon_weight), ("cluster_weight", cluster_weight)):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
-        if lr <= 0 or (centroid_lr is not None and centroid_lr <= 0):
-            raise ValueError(f"learning rates must be > 0, got lr={lr}, centroid_lr={centroid_lr}")
+        if centroid_lr is not None and not centroid_lr > 0:
+            raise ValueError(f"centroid_lr must be > 0, got {centroid_lr}")
         temperature_at(0.0, tau_start, tau_end, tau_schedule)  # validates the schedule arguments
         if encoder is None:
             if architecture == "mlp":
@@ -191,28 +168,38 @@ class DeepConcreteKMeans(L.LightningModule):
                 if input_shape is None or len(input_shape) != 3:
                     raise ValueError(f"architecture='conv' needs input_shape=(C, H, W), got {input_shape!r}")
                 encoder, default_decoder = make_conv_autoencoder(input_shape, latent_dim)
+                in_features = int(torch.tensor(input_shape).prod())
             else:
                 raise ValueError(f"architecture must be 'mlp' or 'conv', got {architecture!r}")
             decoder = decoder if decoder is not None else default_decoder
         if decoder is None and recon_weight > 0:
             raise ValueError("a custom encoder needs a decoder too (or recon_weight=0 and pretrain_epochs=0)")
-        self.encoder, self.decoder = encoder, decoder
-        self.clusterer = ConcreteKMeans(n_clusters, latent_dim, hard=hard, objective=objective,
+        self.embedding = ClusterEmbedding(encoder, latent_dim, in_features, skip_dim, learned_weight, embedding_norm,
+                                          skip_trainable)
+        self.decoder = decoder
+        self.clusterer = ConcreteKMeans(n_clusters, self.embedding.dim, hard=hard, objective=objective,
                                         logit_scale=logit_scale, normalize=normalize)
+        self.register_buffer("dcn_counts", torch.full((n_clusters,), 100.0))  # DCN's initial counts
+        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.tau = float(tau_start)
-        self._val_z: list[Tensor] = []
-        self._val_y: list[Tensor] = []
+        classes = num_classes or n_clusters
+        self.val_acc = ClusteringAccuracy(n_clusters, classes)
+        self.val_nmi = ContingencyNMI(n_clusters, classes)
+        self.val_ari = ContingencyARI(n_clusters, classes)
+        self.val_objective = MeanMetric()
 
     # -- model -------------------------------------------------------------------------------------
+    @property
+    def encoder(self) -> nn.Module:
+        """The wrapped encoder ``x -> h`` (before normalisation and the skip path)."""
+        return self.embedding.encoder
+
     def encode(self, x: Tensor) -> Tensor:
-        """Features ``(B, latent_dim)``."""
-        z = self.encoder(x)
-        if z.dim() != 2 or z.shape[1] != self.clusterer.dim:
-            raise ValueError(f"encoder must return (B, {self.clusterer.dim}) features, got {tuple(z.shape)}")
-        return z
+        """The embedding ``z (B, embedding dim)`` the clusters live in."""
+        return self.embedding(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Cluster ids ``(B,)`` of ``x`` (nearest centroid in feature space)."""
+        """Cluster ids ``(B,)`` of ``x`` (nearest centroid in the embedding)."""
         return self.clusterer.predict(self.encode(x))
 
     @property
@@ -220,30 +207,72 @@ class DeepConcreteKMeans(L.LightningModule):
         return self.current_epoch >= self.hparams.pretrain_epochs
 
     @torch.no_grad()
-    def embed_loader(self, loader) -> tuple[Tensor, Tensor | None]:
-        """Encode every batch of ``loader``; returns ``(Z, y or None)`` on the CPU."""
+    def embed_loader(self, loader, max_rows: int | None = None, raw: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Embed (or with ``raw`` just collect) the batches of ``loader`` up to ``max_rows``; ``(Z, y or None)`` on CPU."""
         was_training = self.training
         self.eval()
-        zs, ys = [], []
+        zs, ys, seen = [], [], 0
         for batch in loader:
             x, y = _inputs(batch)
-            zs.append(self.encode(x.to(self.device)).cpu())
+            zs.append(x.flatten(1).float().cpu() if raw else self.encode(x.to(self.device)).cpu())
             if y is not None:
                 ys.append(torch.as_tensor(y).cpu())
+            seen += len(x)
+            if max_rows is not None and seen >= max_rows:
+                break
         self.train(was_training)
         return torch.cat(zs), (torch.cat(ys) if ys else None)
 
-    @torch.no_grad()
-    def init_centroids(self, data: Tensor | DataLoader) -> None:
-        """k-means (k-means++ seeding) on the encoded ``data`` (tensor of inputs or a DataLoader)."""
+    def _strategy(self):
+        return self._trainer.strategy if self._trainer is not None else None
+
+    def _sample(self, data, raw: bool) -> Tensor:
+        """Rows for initialisation: from a tensor, or gathered equally from every rank's loader."""
+        cap = int(self.hparams.init_max_samples)
         if isinstance(data, Tensor):
+            if raw:
+                return data[:cap].flatten(1).float().cpu()
             was_training = self.training
             self.eval()
-            z = self.encode(data.to(self.device)).cpu()
+            with torch.no_grad():
+                z = torch.cat([self.encode(c.to(self.device)).cpu() for c in data[:cap].split(4096)])
             self.train(was_training)
-        else:
-            z, _ = self.embed_loader(data)
-        self.clusterer.init_centroids(z, n_init=self.hparams.init_n_init, seed=self.hparams.seed)
+            return z
+        rows, _ = self.embed_loader(data, max_rows=cap, raw=raw)
+        return gather_rows(self._strategy(), rows, cap)
+
+    @torch.no_grad()
+    def fit_skip(self, data) -> None:
+        """Fit the embedding's skip path (PCA of the inputs) on ``data`` (tensor or loader); same on every rank."""
+        if bool(self.embedding.skip_fitted):
+            return
+        self.embedding.fit_skip(self._sample(data, raw=True))
+        strategy = self._strategy()
+        for name in ("skip_mean", "skip_components", "skip_scale"):
+            getattr(self.embedding, name).copy_(broadcast_from_rank_zero(strategy, getattr(self.embedding, name)))
+
+    @torch.no_grad()
+    def sync_norm_statistics(self) -> None:
+        """Rank 0's running statistics of the code normalisation on every rank (evaluation embeds alike)."""
+        strategy = self._strategy()
+        if _world_size(strategy) == 1:
+            return
+        for name, buf in self.embedding.named_buffers():
+            if name.startswith(("norm.", "skip_norm.")) and buf.is_floating_point():
+                buf.copy_(broadcast_from_rank_zero(strategy, buf))
+
+    @torch.no_grad()
+    def init_centroids(self, data) -> None:
+        """k-means (k-means++ seeding) on the embedded ``data`` (tensor or loader); identical on every rank."""
+        self.fit_skip(data)
+        self.sync_norm_statistics()
+        z = self._sample(data, raw=False)
+        if z.shape[0] < self.clusterer.n_clusters:
+            raise ValueError(f"need at least n_clusters={self.clusterer.n_clusters} samples, got {z.shape[0]}")
+        centroids, _, _ = kmeans(z, self.clusterer.n_clusters, self.hparams.init_n_init, seed=self.hparams.seed)
+        centroids = broadcast_from_rank_zero(self._strategy(), centroids.to(self.clusterer.centroids))
+        self.clusterer.set_centroids(centroids)
+        self.dcn_counts.fill_(100.0)
 
     def _train_loader(self):
         loader = self.trainer.train_dataloader
@@ -262,11 +291,18 @@ class DeepConcreteKMeans(L.LightningModule):
         return temperature_at(epoch_progress / max(span, 1), hp.tau_start, hp.tau_end, hp.tau_schedule)
 
     # -- Lightning hooks ---------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self.fit_skip(self._train_loader())
+
     def on_train_epoch_start(self) -> None:
         if self.in_phase_two and not bool(self.clusterer.initialized):
             self.init_centroids(self._train_loader())
 
+    def on_validation_epoch_start(self) -> None:
+        self.sync_norm_statistics()
+
     def on_fit_end(self) -> None:
+        self.sync_norm_statistics()
         # Two-step baseline (pretrain_epochs >= max_epochs): k-means on the final features.
         if not bool(self.clusterer.initialized):
             self.init_centroids(self._train_loader())
@@ -274,14 +310,47 @@ class DeepConcreteKMeans(L.LightningModule):
     def _recon_loss(self, x: Tensor, z: Tensor) -> Tensor:
         if self.decoder is None:
             return x.new_zeros(())
-        return nn.functional.mse_loss(self.decoder(z).reshape(x.shape), x)
+        return nn.functional.mse_loss(self.decoder(self.embedding.learned(z)).reshape(x.shape), x)
 
     def _cluster_loss(self, z: Tensor) -> Tensor:
-        if self.hparams.variant == "dec":
+        variant = self.hparams.variant
+        if variant == "dec":
             q = dec_soft_assignment(z, self.clusterer.centroids)
             p = dec_target_distribution(q)
             return nn.functional.kl_div(q.clamp_min(1e-12).log(), p, reduction="batchmean")
+        if variant == "dcn":
+            return self._dcn_loss(z)
         return self.clusterer(z, tau=self.tau).loss
+
+    def _dcn_loss(self, z: Tensor) -> Tensor:
+        """DCN (Yang et al. 2017): pull ``z`` to its nearest centroid, then move centroids by running means.
+
+        DCN's per-sample step ``mu_k -= (mu_k - z_i) / c_k`` (``c_k`` counts, starting at 100) summed over a
+        batch is the running mean ``(c_k mu_k + sum_i z_i) / (c_k + m_k)``; rows are gathered from every
+        rank first, so the centroids stay identical under DDP.
+        """
+        mu = self.clusterer.centroids
+        labels = self.clusterer.predict(z.detach())
+        loss = 0.5 * (z - mu.detach()[labels].clone()).pow(2).sum(1).mean()
+        with torch.no_grad():
+            zs, ls = z.detach(), labels
+            if _world_size(self._strategy()) > 1:
+                zs = self.all_gather(zs).reshape(-1, zs.shape[1])
+                ls = self.all_gather(ls).reshape(-1)
+            k = self.clusterer.n_clusters
+            sums = torch.zeros_like(mu).index_add_(0, ls, zs.to(mu.dtype))
+            m = torch.bincount(ls, minlength=k).to(mu.dtype)
+            mu.data.copy_((self.dcn_counts[:, None] * mu.data + sums) / (self.dcn_counts + m)[:, None])
+            self.dcn_counts += m
+        return loss
+
+    def _idle(self) -> Tensor:
+        """Zero times the parameters a step may not use (centroids while pretraining or under DCN, a trainable
+        skip path while pretraining), so DDP needs no ``find_unused_parameters``."""
+        idle = self.clusterer.centroids.sum()
+        if self.embedding.skip_trainable:
+            idle = idle + self.embedding.skip_weight.sum()
+        return 0.0 * idle
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, _ = _inputs(batch)
@@ -289,7 +358,7 @@ class DeepConcreteKMeans(L.LightningModule):
         recon = self._recon_loss(x, z)
         if not (self.in_phase_two and bool(self.clusterer.initialized)):
             self.log_dict({"train/recon": recon, "train/loss": recon})
-            return recon
+            return recon + self._idle()
         if self.hparams.variant == "concrete":
             n_batches = max(int(self.trainer.num_training_batches), 1) if self._trainer is not None else 1
             progress = self.current_epoch - self.hparams.pretrain_epochs + (batch_idx + 1) / n_batches
@@ -298,52 +367,51 @@ class DeepConcreteKMeans(L.LightningModule):
         cluster = self._cluster_loss(z)
         loss = self.hparams.recon_weight * recon + self.hparams.cluster_weight * cluster
         self.log_dict({"train/recon": recon, "train/cluster": cluster, "train/loss": loss})
-        return loss
+        return loss + self._idle()
 
     def validation_step(self, batch, batch_idx: int) -> None:
+        if not bool(self.embedding.skip_fitted):  # sanity check before fit start: nothing to score yet
+            return
         x, y = _inputs(batch)
         z = self.encode(x)
-        self.log("val/recon", self._recon_loss(x, z))
-        self._val_z.append(z.detach())
-        if y is not None:
-            self._val_y.append(torch.as_tensor(y).detach())
-
-    def on_validation_epoch_end(self) -> None:
-        if not self._val_z:
-            return
-        z = torch.cat(self._val_z)
-        y = torch.cat(self._val_y) if len(self._val_y) == len(self._val_z) else None
-        self._val_z, self._val_y = [], []
+        self.log("val/recon", self._recon_loss(x, z), sync_dist=True)
         if not bool(self.clusterer.initialized):
             return
-        from lightning_papers.metrics import adjusted_rand_index, clustering_accuracy, normalized_mutual_info
-
-        self.log("val/kmeans_objective", self.clusterer.kmeans_objective(z))
+        dist = self.clusterer.distances(z)
+        self.val_objective.update(dist.min(1).values)
+        self.log("val/kmeans_objective", self.val_objective)
         if y is not None:
-            pred = self.clusterer.predict(z).cpu()
-            y = y.cpu()
-            self.log_dict(
-                {
-                    "val/nmi": normalized_mutual_info(pred, y),
-                    "val/ari": adjusted_rand_index(pred, y),
-                    "val/acc": clustering_accuracy(pred, y),
-                },
-                prog_bar=True,
-            )
+            pred = dist.argmin(1)
+            for name in ("acc", "nmi", "ari"):
+                metric = getattr(self, f"val_{name}")
+                metric.update(pred, y)
+                self.log(f"val/{name}", metric, prog_bar=True)
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         x, _ = _inputs(batch)
         return self(x)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self):
         hp = self.hparams
-        groups = [{"params": [p for n, p in self.named_parameters() if not n.startswith("clusterer.")],
-                   "weight_decay": hp.weight_decay}]
-        groups.append({"params": [self.clusterer.centroids], "lr": hp.centroid_lr or hp.lr, "weight_decay": 0.0})
-        return torch.optim.Adam(groups, lr=hp.lr)
+        network = [p for n, p in self.named_parameters() if not n.startswith("clusterer.")]
+        groups: list[dict] = [{"params": network}]
+        if hp.variant != "dcn":  # DCN moves its centroids by running means, not by gradients
+            centroid_group: dict = {"params": [self.clusterer.centroids], "weight_decay": 0.0}
+            if hp.centroid_lr is not None:
+                centroid_group["lr"] = hp.centroid_lr
+            groups.append(centroid_group)
+        optimizer = self.optimizer_factory(groups)
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer),
+                                                         "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["concrete_kmeans_tau"] = self.tau
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.tau = float(checkpoint.get("concrete_kmeans_tau", self.hparams.tau_start))
+
+
+def _world_size(strategy) -> int:
+    return int(getattr(strategy, "world_size", 1) or 1) if strategy is not None else 1

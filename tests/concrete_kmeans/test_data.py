@@ -90,3 +90,29 @@ def test_usps_errors(tmp_path):
     np.savez(tmp_path / "wrong.npz", x=np.zeros((3, 100)), y=np.zeros(3))
     with pytest.raises(ValueError, match="256 pixels"):
         USPSDataModule(path=str(tmp_path / "wrong.npz")).load_arrays()
+
+
+def _write_news(folder, posts):
+    for group, texts in posts.items():
+        (folder / group).mkdir(parents=True)
+        for i, text in enumerate(texts):
+            (folder / group / f"{i}.txt").write_text(text, encoding="latin-1")
+
+
+def test_newsgroups_bydate_folders_pool_splits_and_tfidf(tmp_path):
+    from lightning_papers.concrete_kmeans import NewsgroupsDataModule
+
+    _write_news(tmp_path / "20news-bydate-train", {"sci.space": ["orbit rocket launch", "rocket orbit moon"],
+                                                   "rec.autos": ["engine car wheel"]})
+    _write_news(tmp_path / "20news-bydate-test", {"rec.autos": ["car engine oil"], "sci.space": ["moon launch"]})
+    x, y = NewsgroupsDataModule(root=str(tmp_path), max_features=5).load_arrays()
+    assert x.shape == (5, 5) and x.dtype == np.float32
+    # classes sorted by name in both splits: rec.autos = 0, sci.space = 1
+    np.testing.assert_array_equal(y, [0, 1, 1, 0, 1])
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)  # TF-IDF rows are L2-normalised
+    xt, yt = NewsgroupsDataModule(root=str(tmp_path), split="test").load_arrays()
+    assert len(yt) == 2
+    with pytest.raises(FileNotFoundError, match="not found"):
+        NewsgroupsDataModule(root=str(tmp_path / "missing")).load_arrays()
+    with pytest.raises(ValueError, match="split"):
+        NewsgroupsDataModule(root=str(tmp_path), split="dev")

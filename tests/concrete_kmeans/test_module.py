@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import lightning.pytorch as L
 import numpy as np
 import pytest
@@ -25,8 +27,9 @@ def _trainer(epochs, **kw):
 
 
 def _model(**kw):
-    params = dict(n_clusters=3, in_features=8, latent_dim=3, hidden=(16,), pretrain_epochs=4, lr=5e-3,
-                  tau_start=1.0, tau_end=0.05, objective="distortion", normalize=True, logit_scale=10.0)
+    params = dict(n_clusters=3, in_features=8, latent_dim=3, hidden=(16,), pretrain_epochs=4,
+                  optimizer=functools.partial(torch.optim.Adam, lr=5e-3), tau_start=1.0, tau_end=0.05,
+                  skip_dim=8, learned_weight=0.5)
     params.update(kw)
     return DeepConcreteKMeans(**params)
 
@@ -76,11 +79,14 @@ def test_recon_improves_during_pretraining_and_two_step_inits_at_fit_end():
     model = _model(pretrain_epochs=20)
     dm.setup()
     x = dm.train_dataset.tensors[0]
+    model.fit_skip(x)
+    model.eval()
     with torch.no_grad():
-        before = torch.nn.functional.mse_loss(model.decoder(model.encode(x)), x)
+        before = model._recon_loss(x, model.encode(x))
     _trainer(15, limit_val_batches=0).fit(model, dm)  # pretrain_epochs > max_epochs: two-step
+    model.eval()
     with torch.no_grad():
-        after = torch.nn.functional.mse_loss(model.decoder(model.encode(x)), x)
+        after = model._recon_loss(x, model.encode(x))
     assert after < 0.5 * before
     assert bool(model.clusterer.initialized)  # k-means on the final features at fit end
 
@@ -103,9 +109,42 @@ def test_conv_autoencoder_and_bad_arguments():
     assert model.encode(torch.zeros(3, 1, 8, 8)).shape == (3, 4)
     with pytest.raises(ValueError, match="variant"):
         DeepConcreteKMeans(variant="bogus")
+    with pytest.raises(ValueError, match="n_clusters must be an integer >= 2"):
+        DeepConcreteKMeans(n_clusters=1)
     with pytest.raises(ValueError, match="input_shape"):
         DeepConcreteKMeans(architecture="conv")
     with pytest.raises(ValueError, match="decoder"):
         DeepConcreteKMeans(encoder=torch.nn.Linear(64, 10))
     with pytest.raises(ValueError, match="schedule"):
         DeepConcreteKMeans(tau_schedule="nope")
+
+
+def test_dcn_step_pulls_features_and_moves_centroids_by_running_means():
+    model = _model(variant="dcn", skip_dim=0, learned_weight=1.0)
+    model.clusterer.set_centroids(torch.tensor([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 4.0, 0.0]]))
+    model.dcn_counts.fill_(2.0)
+    z = torch.tensor([[0.5, 0.0, 0.0], [3.0, 0.0, 0.0], [5.0, 0.0, 0.0]], requires_grad=True)
+    loss = model._dcn_loss(z)
+    # nearest centroids 0, 1, 1; loss = mean of half squared distances to them (before the update)
+    assert float(loss) == pytest.approx(0.5 * (0.25 + 1.0 + 1.0) / 3)
+    loss.backward()
+    torch.testing.assert_close(z.grad, torch.tensor([[0.5, 0, 0], [-1.0, 0, 0], [1.0, 0, 0]]) / 3)
+    # DCN's per-sample rule mu -= (mu - z) / count, count from 2: centroid 0 -> 0.5 / 3, centroid 1 stays at 4
+    expected = torch.tensor([[0.5 / 3, 0, 0], [4.0, 0, 0], [0.0, 4.0, 0]])
+    torch.testing.assert_close(model.clusterer.centroids.detach(), expected)
+    torch.testing.assert_close(model.dcn_counts, torch.tensor([3.0, 4.0, 2.0]))
+
+
+def test_optimizer_and_scheduler_come_from_factories():
+    model = _model(optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9), centroid_lr=0.01,
+                   lr_scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=5, gamma=0.5))
+    conf = model.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert isinstance(opt, torch.optim.SGD) and isinstance(sched, torch.optim.lr_scheduler.StepLR)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.01]
+    assert opt.param_groups[1]["params"] == [model.clusterer.centroids]
+    assert isinstance(_model().configure_optimizers(), torch.optim.Adam)
+    # DCN updates its centroids by running means: they are not in the optimizer
+    dcn = _model(variant="dcn")
+    groups = dcn.configure_optimizers().param_groups
+    assert len(groups) == 1 and not any(p is dcn.clusterer.centroids for p in groups[0]["params"])

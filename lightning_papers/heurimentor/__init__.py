@@ -10,6 +10,15 @@ Example::
 """
 
 from lightning_papers.heurimentor.aquila2 import AQUILA2_SIZES, AQUILA2_TRAINING, Aquila2LM, aquila2_config
+from lightning_papers.heurimentor.collectives import StepReducer
+from lightning_papers.heurimentor.datamodule import DEFAULT_STAGES, MixtureDataModule, MixtureDataset
+from lightning_papers.heurimentor.detectors import (
+    PlateauDetector,
+    RelativeSpikeDetector,
+    RollingMeanSpikeDetector,
+    SpikeDetector,
+    ZScoreSpikeDetector,
+)
 from lightning_papers.heurimentor.dmu import DataManagementUnit, EXP3Policy
 from lightning_papers.heurimentor.engine import AdaptiveTrainingEngine
 from lightning_papers.heurimentor.events import (
@@ -26,22 +35,12 @@ from lightning_papers.heurimentor.events import (
     WeightsChangeEvent,
     get_bus,
 )
-from lightning_papers.heurimentor.mixture import (
-    DEFAULT_STAGES,
-    Draw,
-    MixtureDataModule,
-    MixtureDataset,
-    MixtureSampler,
-    Stage,
-)
-from lightning_papers.heurimentor.monitor import (
-    PlateauDetector,
-    RelativeSpikeDetector,
-    RollingMeanSpikeDetector,
-    SpikeDetector,
-    TrainingStateMonitor,
-    ZScoreSpikeDetector,
-)
+from lightning_papers.heurimentor.history import StepHistory
+from lightning_papers.heurimentor.mixture import Draw, MixtureSampler, Stage
+from lightning_papers.heurimentor.monitor import TrainingStateMonitor
+from lightning_papers.heurimentor.shards import TokenWindows, prepare_data
+from lightning_papers.heurimentor.skip import HeldScheduler, SkipStepOptimizer
+from lightning_papers.heurimentor.snapshots import SnapshotStore
 from lightning_papers.heurimentor.trajectory import discrete_frechet, layer_std_curves, trajectory_distances
 
 __all__ = [
@@ -57,6 +56,7 @@ __all__ = [
     "Event",
     "EventBus",
     "HeldOutEvent",
+    "HeldScheduler",
     "MixtureDataModule",
     "MixtureDataset",
     "MixtureSampler",
@@ -66,11 +66,16 @@ __all__ = [
     "RollbackEvent",
     "RollingMeanSpikeDetector",
     "SkipEvent",
+    "SkipStepOptimizer",
+    "SnapshotStore",
     "SpikeDetector",
     "SpikeEvent",
     "Stage",
     "StageChangeEvent",
     "StepEvent",
+    "StepHistory",
+    "StepReducer",
+    "TokenWindows",
     "TrainingStateMonitor",
     "WeightsChangeEvent",
     "ZScoreSpikeDetector",
@@ -78,5 +83,6 @@ __all__ = [
     "discrete_frechet",
     "get_bus",
     "layer_std_curves",
+    "prepare_data",
     "trajectory_distances",
 ]

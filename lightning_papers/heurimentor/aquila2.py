@@ -83,6 +83,12 @@ class Aquila2LM(CausalLM):
         grad_clip: global gradient-norm clip (0: off); works on sharded DTensor gradients.
         mixed_precision: ``"bf16"`` to compute in bfloat16 with fp32 gradient reduction (FSDP2 policy).
         reshard_after_forward: FSDP2 ``reshard_after_forward`` (ZeRO-3 when True).
+        activation_checkpointing: recompute each decoder layer's activations in the backward pass
+            (Hugging Face gradient checkpointing, non-reentrant ``torch.utils.checkpoint``).
+        meta_init: when sharding, build the model on the meta device, apply ``fully_shard``, then
+            materialise only this rank's shards (``to_empty``) and initialise them (Llama init: normal
+            with ``initializer_range``, norms at 1, RoPE tables recomputed), so no rank ever holds the
+            unsharded model. Ignored without a device mesh or with a pretrained checkpoint.
 
     Example::
 
@@ -106,6 +112,8 @@ class Aquila2LM(CausalLM):
         grad_clip: float = 1.0,
         mixed_precision: Literal["bf16"] | None = None,
         reshard_after_forward: bool = True,
+        activation_checkpointing: bool = False,
+        meta_init: bool = True,
     ) -> None:
         if size not in AQUILA2_SIZES:
             raise ValueError(f"unknown Aquila2 size {size!r}; expected one of {sorted(AQUILA2_SIZES)}")
@@ -128,9 +136,10 @@ class Aquila2LM(CausalLM):
         return aquila2_config(self.hparams.size, **(self.hparams.model_config or {}))
 
     def configure_model(self) -> None:
-        super().configure_model()
         mesh = getattr(self, "_device_mesh", None)
         if mesh is None or self._sharded:
+            super().configure_model()
+            self._enable_checkpointing()
             return
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -141,13 +150,59 @@ class Aquila2LM(CausalLM):
                 "Aquila2LM shards with FSDP only: use ModelParallelStrategy(data_parallel_size=<processes>, "
                 f"tensor_parallel_size=1), got tensor_parallel size {mesh['tensor_parallel'].size()}"
             )
+        on_meta = self.model is None and self.hparams.meta_init and not self.hparams.get("pretrained_path")
+        if on_meta:
+            from transformers import LlamaForCausalLM
+
+            with torch.device("meta"):
+                self.model = LlamaForCausalLM(self.build_config())
+        else:
+            super().configure_model()
+        self._enable_checkpointing()
         kwargs: dict[str, Any] = {"mesh": dp_mesh, "reshard_after_forward": self.hparams.reshard_after_forward}
         if self.hparams.mixed_precision == "bf16":
             kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         for layer in self.model.model.layers:  # one FSDP unit per decoder layer
             fully_shard(layer, **kwargs)
         fully_shard(self.model, **kwargs)
+        if on_meta:
+            device = self.trainer.strategy.root_device if self._trainer is not None else torch.device(dp_mesh.device_type)
+            self.model.to_empty(device=device)  # allocates only this rank's shards
+            self.init_weights()
         self._sharded = True
+
+    def _enable_checkpointing(self) -> None:
+        if not self.hparams.activation_checkpointing:
+            return
+        model = self.model
+        # transformers >= 5 renamed gradient checkpointing to activation checkpointing
+        if hasattr(model, "activation_checkpointing_enable"):
+            if not model.is_activation_checkpointing:
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        elif not model.is_gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Llama initialisation in place (works on DTensor shards): linear and embedding weights
+        ~ N(0, initializer_range), RMSNorm weights 1, RoPE inverse frequencies recomputed."""
+        std = self.model.config.initializer_range
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.Linear | torch.nn.Embedding):
+                torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+                if getattr(module, "bias", None) is not None:
+                    torch.nn.init.zeros_(module.bias)
+            elif type(module).__name__.endswith("RMSNorm"):
+                torch.nn.init.ones_(module.weight)
+            elif hasattr(module, "inv_freq") and hasattr(module, "rope_type"):
+                from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+                fn = module.compute_default_rope_parameters if module.rope_type == "default" else ROPE_INIT_FUNCTIONS[module.rope_type]
+                inv_freq, scaling = fn(module.config)  # computed on the CPU, like the constructor does
+                module.inv_freq.copy_(inv_freq.to(module.inv_freq.device))
+                if hasattr(module, "original_inv_freq"):
+                    module.original_inv_freq.copy_(inv_freq.to(module.inv_freq.device))
+                module.attention_scaling = scaling
 
     def per_sample_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean next-token loss of each sequence, shape (B,)."""

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as L
 import numpy as np
+from torch.utils.data import DistributedSampler
 
 from lightning_papers.heurimentor.events import StageChangeEvent, StepEvent, WeightsChangeEvent, get_bus
 from lightning_papers.heurimentor.mixture import MixtureSampler
@@ -184,6 +185,7 @@ class DataManagementUnit(L.Callback):
         self._trainer: L.Trainer | None = None
         self._step = 0
         self._trained = False  # whether trained_next refers to a kept sampler state
+        self._bus = None
 
     @property
     def state_key(self) -> str:
@@ -205,13 +207,24 @@ class DataManagementUnit(L.Callback):
         if self.policy_name == "exp3" and self.policy is None:
             self.policy = EXP3Policy(self.sampler.sources, self.policy_floor, self.policy_lr, self.policy_smoothing,
                                      initial=self.sampler.weights)
-        get_bus(trainer).subscribe(StepEvent, self._on_step)
+        self._bus = get_bus(trainer)
+        self._bus.subscribe(StepEvent, self._on_step)
         if self._loaded is not None:
             self._apply_loaded()
 
     def _publish(self, event) -> None:
-        if self._trainer is not None:
-            get_bus(self._trainer).publish(event)
+        if self._bus is not None:
+            self._bus.publish(event)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        if self.sampler is not None and sampler is not None and sampler is not self.sampler and hasattr(loader, "dataset"):
+            if type(sampler).__name__ == "DistributedSamplerWrapper" or isinstance(sampler, DistributedSampler):
+                raise ValueError(
+                    "Lightning replaced the MixtureSampler by a DistributedSampler; the sampler already splits the "
+                    "stream across ranks: create the Trainer with use_distributed_sampler=False"
+                )
 
     def _stamp(self) -> dict[str, int]:
         from lightning_papers.heurimentor.monitor import TrainingStateMonitor
@@ -267,7 +280,7 @@ class DataManagementUnit(L.Callback):
     def restore(self, state: Mapping[str, Any]) -> None:
         """Restore the mixture state from :meth:`state_dict` (used by the ATE on rollback); penalties persist."""
         penalties = dict(self.penalties)
-        self._restore(state)
+        self._restore(state, check_sources=False)  # a source added after the snapshot is expected
         self.penalties = {**self.penalties, **penalties}
         if self.penalties:
             self._apply_penalties(reason="rollback (keep penalties)")
@@ -296,7 +309,7 @@ class DataManagementUnit(L.Callback):
     def _on_step(self, event: StepEvent) -> None:
         if event.spike:
             self._calm = 0
-        if event.spike and event.culprit is not None and self.downweight_on_spike < 1.0:
+        if event.culprit is not None and self.downweight_on_spike < 1.0:  # blame of a spike (maybe the previous step)
             self.penalties[event.culprit] = max(self.penalties.get(event.culprit, 1.0) * self.downweight_on_spike, 1e-3)
             self._apply_penalties(reason=f"spike blamed on {event.culprit}")
             return
@@ -332,8 +345,8 @@ class DataManagementUnit(L.Callback):
             "calm": self._calm,
         }
 
-    def _restore(self, state: Mapping[str, Any]) -> None:
-        self.sampler.load_state_dict(state["sampler"])
+    def _restore(self, state: Mapping[str, Any], check_sources: bool = True) -> None:
+        self.sampler.load_state_dict(state["sampler"], check_sources=check_sources)
         if state.get("policy") is not None:
             if self.policy is None:
                 self.policy = EXP3Policy(state["policy"]["sources"], self.policy_floor, self.policy_lr, self.policy_smoothing)

@@ -7,7 +7,7 @@ reduced across ranks, so all ranks receive the same events in the same order.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
@@ -62,7 +62,8 @@ class SpikeEvent(Event):
 class StepEvent(Event):
     """End of a training step: the rank-mean loss, gradient norm, per-source loss and spike attribution.
 
-    ``culprit`` is the source whose loss rose most above its own running mean at a spiky step.
+    ``culprit`` is the source whose loss rose most above its own running mean at the spiky step
+    ``culprit_step`` (reported one step later: the per-sample losses of a step are known after its update).
     """
 
     loss: float = float("nan")
@@ -71,6 +72,7 @@ class StepEvent(Event):
     spike: bool = False
     skipped: bool = False
     culprit: str | None = None
+    culprit_step: int | None = None
 
 
 @dataclass
@@ -146,9 +148,9 @@ class EventBus:
         (3, 1)
     """
 
-    def __init__(self, keep_history: int = 10_000) -> None:
+    def __init__(self, keep_history: int = 1024) -> None:
         self._handlers: dict[type, list[Callable[[Any], None]]] = defaultdict(list)
-        self.history: list[Event] = []
+        self.history: deque[Event] = deque(maxlen=keep_history)  # bounded: recent events only
         self.keep_history = keep_history
 
     def subscribe(self, event_type: type[E], handler: Callable[[E], None]) -> None:
@@ -161,8 +163,6 @@ class EventBus:
         if not isinstance(event, Event):
             raise TypeError(f"can only publish Event instances, got {type(event).__name__}")
         self.history.append(event)
-        if len(self.history) > self.keep_history:
-            del self.history[: len(self.history) - self.keep_history]
         for cls in type(event).__mro__:
             for handler in list(self._handlers.get(cls, ())):
                 handler(event)
@@ -173,9 +173,21 @@ class EventBus:
 
 
 def get_bus(trainer: Any) -> EventBus:
-    """The bus shared by every HeuriMentor callback of ``trainer`` (created on first use)."""
-    bus = getattr(trainer, "_heurimentor_bus", None)
-    if bus is None:
-        bus = EventBus()
-        trainer._heurimentor_bus = bus
-    return bus
+    """The bus shared by the HeuriMentor callbacks of ``trainer``.
+
+    The bus belongs to the callbacks (nothing is stored on the Trainer): the first HeuriMentor callback in
+    ``trainer.callbacks`` that holds one is asked for it; if none holds one yet, a new bus is returned and
+    the caller (a callback in its ``setup``) keeps it, so its siblings find it next.
+
+    Example::
+
+        >>> class T:
+        ...     callbacks = []
+        >>> isinstance(get_bus(T()), EventBus)
+        True
+    """
+    for cb in getattr(trainer, "callbacks", None) or ():
+        bus = getattr(cb, "_bus", None)
+        if isinstance(bus, EventBus):
+            return bus
+    return EventBus()

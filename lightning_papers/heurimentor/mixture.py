@@ -18,99 +18,24 @@ Sampling model (plain Python, no Lightning needed):
 from __future__ import annotations
 
 import bisect
-import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
-import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Sampler
 
-__all__ = ["DEFAULT_STAGES", "Draw", "MixtureDataModule", "MixtureDataset", "MixtureSampler", "Stage", "parse_stages"]
+from lightning_papers.heurimentor.stages import (  # noqa: F401  (re-exported)
+    Draw,
+    Stage,
+    _mix64,
+    _uniform,
+    parse_stages,
+    permute_index,
+)
 
-_MASK = (1 << 64) - 1
-
-
-def _mix64(x: int) -> int:
-    """SplitMix64 finaliser: a fast, well-mixed 64-bit hash (counter-based RNG)."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
-    return x ^ (x >> 31)
-
-
-def _uniform(seed: int, position: int) -> float:
-    """A uniform in [0, 1) that depends only on ``(seed, position)``."""
-    return (_mix64(_mix64(seed & _MASK) ^ position) >> 11) * (2.0**-53)
-
-
-@dataclass
-class Stage:
-    """One stage of a mixture schedule.
-
-    Args:
-        weights: sampling probability per source name; non-negative, summing to 1 (sources not listed get 0).
-        tokens: token budget of the stage (``None``: unbounded, only allowed for the last stage).
-        name: a label for logs (e.g. ``"K6"``).
-
-    Raises:
-        ValueError: on an empty mapping, a negative or non-finite weight, weights not summing to 1,
-            or a non-positive budget.
-
-    Example::
-
-        >>> Stage({"web": 0.8, "code": 0.2}, tokens=1000, name="K6").weights["web"]
-        0.8
-    """
-
-    weights: dict[str, float]
-    tokens: int | None = None
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.weights, Mapping) or not self.weights:
-            raise ValueError(f"Stage weights must be a non-empty mapping of source name -> weight, got {self.weights!r}")
-        clean = {}
-        for name, w in self.weights.items():
-            w = float(w)
-            if not math.isfinite(w) or w < 0:
-                raise ValueError(f"Stage {self.name!r}: weight of source {name!r} must be finite and >= 0, got {w}")
-            clean[str(name)] = w
-        total = sum(clean.values())
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"Stage {self.name!r}: weights must sum to 1, got {total:.6g} ({clean})")
-        self.weights = clean
-        if self.tokens is not None:
-            if int(self.tokens) != self.tokens or self.tokens <= 0:
-                raise ValueError(f"Stage {self.name!r}: tokens must be a positive integer or None, got {self.tokens!r}")
-            self.tokens = int(self.tokens)
-
-
-def parse_stages(stages: Sequence[Stage | Mapping[str, Any]]) -> list[Stage]:
-    """Turn YAML-style dicts (``{"weights": {...}, "tokens": N, "name": ...}``) into :class:`Stage` objects."""
-    out = []
-    for i, st in enumerate(stages):
-        if isinstance(st, Stage):
-            out.append(st)
-        elif isinstance(st, Mapping):
-            unknown = set(st) - {"weights", "tokens", "name"}
-            if unknown:
-                raise ValueError(f"stage {i}: unknown keys {sorted(unknown)}; expected weights, tokens, name")
-            out.append(Stage(dict(st["weights"]), st.get("tokens"), str(st.get("name", f"stage{i}"))))
-        else:
-            raise TypeError(f"stage {i} must be a Stage or a mapping, got {type(st).__name__}")
-    return out
-
-
-class Draw(NamedTuple):
-    """One sampled window: its source, its index inside the source, and its global stream position."""
-
-    source: str
-    index: int
-    position: int
-
+__all__ = ["Draw", "MixtureSampler", "Stage", "parse_stages", "permute_index"]
 
 @dataclass
 class _State:
@@ -126,12 +51,13 @@ class _State:
     sizes: dict[str, int] = field(default_factory=dict)  # registration order = source id order
 
 
-class MixtureSampler(DistributedSampler):
+class MixtureSampler(Sampler):
     """Deterministic, resumable, rank-aware sampler over named sources with a staged mixture.
 
     Iterates :class:`Draw` ``(source, index, position)`` tuples (unpack the first two for the
-    ``(source_name, index)`` pair). It subclasses ``DistributedSampler`` only so Lightning does not wrap
-    it again: ranks are already handled here.
+    ``(source_name, index)`` pair). Ranks are handled here: hand it to Lightning with
+    ``Trainer(use_distributed_sampler=False)`` (otherwise Lightning would wrap it in a DistributedSampler).
+    Memory is O(1) in the number of windows: within-source orders are computed permutations, not arrays.
 
     Args:
         source_sizes: number of windows in each source (insertion order fixes the source ids).
@@ -165,7 +91,6 @@ class MixtureSampler(DistributedSampler):
         tokens_per_sample: int = 1,
         samples_per_epoch: int | None = None,
     ) -> None:
-        # no super().__init__: DistributedSampler would require a dataset and a process group
         if not isinstance(source_sizes, Mapping) or not source_sizes:
             raise ValueError(f"source_sizes must be a non-empty mapping name -> size, got {source_sizes!r}")
         for name, size in source_sizes.items():
@@ -179,10 +104,11 @@ class MixtureSampler(DistributedSampler):
         if not self.stages:
             raise ValueError("stages must contain at least one Stage")
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
-        self.num_replicas, self.epoch, self.shuffle, self.drop_last = self.world_size, 0, True, True
+        self.epoch = 0
         self.tokens_per_sample = int(tokens_per_sample)
         sizes = {str(k): int(v) for k, v in source_sizes.items()}
         self._check_stages(self.stages, sizes)
+        self._check_budgets()
         self.samples_per_epoch = int(samples_per_epoch) if samples_per_epoch else sum(sizes.values())
         if self.samples_per_epoch < self.world_size:
             raise ValueError(f"samples_per_epoch={self.samples_per_epoch} is smaller than world_size={self.world_size}")
@@ -195,7 +121,6 @@ class MixtureSampler(DistributedSampler):
         self._pending: list[tuple[int, str, Any]] = []  # (position, op, payload), applied before that round
         self._oplog: list[tuple[int, str, Any]] = []
         self._snapshots: OrderedDict[int, _State] = OrderedDict()
-        self._perm_cache: dict[tuple[str, int], torch.Tensor] = {}
         self._warned_end = False
 
     # ---------------------------------------------------------------- validation and helpers
@@ -209,6 +134,16 @@ class MixtureSampler(DistributedSampler):
                 )
             if st.tokens is None and i < len(stages) - 1:
                 raise ValueError(f"stage {i} ({st.name!r}) has no token budget but is not the last stage")
+
+    def _check_budgets(self) -> None:
+        round_tokens = self.tokens_per_sample * self.world_size
+        for i, st in enumerate(self.stages):
+            if st.tokens is not None and st.tokens % round_tokens:
+                raise ValueError(
+                    f"stage {i} ({st.name!r}): token budget {st.tokens} is not a multiple of tokens_per_sample x "
+                    f"world_size = {self.tokens_per_sample} x {self.world_size} = {round_tokens}; the stage would end "
+                    "inside a round of ranks (choose budgets that every world size you run on divides)"
+                )
 
     @staticmethod
     def _full_weights(weights: Mapping[str, float], sizes: Mapping[str, int]) -> dict[str, float]:
@@ -336,17 +271,9 @@ class MixtureSampler(DistributedSampler):
         self._log("exclude", (int(start), int(stop)))
 
     # ---------------------------------------------------------------- generation
-    def _perm(self, source: str, epoch: int) -> torch.Tensor:
-        key = (source, epoch)
-        perm = self._perm_cache.get(key)
-        if perm is None:
-            if len(self._perm_cache) > 64:
-                self._perm_cache.clear()
-            sid = self.sources.index(source)
-            g = torch.Generator().manual_seed(_mix64((self.seed << 20) ^ (sid << 40) ^ epoch) & ((1 << 63) - 1))
-            perm = torch.randperm(self._s.sizes[source], generator=g)
-            self._perm_cache[key] = perm
-        return perm
+    def _perm_key(self, source: str, epoch: int) -> int:
+        sid = self.sources.index(source)
+        return _mix64((self.seed << 20) ^ (sid << 40) ^ epoch)
 
     def _apply_pending(self) -> None:
         s = self._s
@@ -397,7 +324,7 @@ class MixtureSampler(DistributedSampler):
         for _ in range(size + 1):
             n = s.drawn[source]
             s.drawn[source] = n + 1
-            index = int(self._perm(source, n // size)[n % size])
+            index = permute_index(n % size, size, self._perm_key(source, n // size))
             if offset + index not in s.blocked:
                 break
         else:
@@ -492,12 +419,32 @@ class MixtureSampler(DistributedSampler):
             "stages": [{"weights": st.weights, "tokens": st.tokens, "name": st.name} for st in self.stages],
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a state from :meth:`state_dict` (the world size may differ from the saving run)."""
+    def load_state_dict(self, state: Mapping[str, Any], check_sources: bool = True) -> None:
+        """Restore a state from :meth:`state_dict` (the world size may differ from the saving run).
+
+        Raises:
+            ValueError: on another seed, or (``check_sources``) when the saved sources or their sizes differ
+                from this sampler's (resuming on different data would silently change the stream).
+        """
         if state.get("version") != 1:
             raise ValueError(f"unsupported MixtureSampler state version {state.get('version')!r}")
         if int(state["seed"]) != self.seed:
             raise ValueError(f"state was saved with seed {state['seed']}, this sampler has seed {self.seed}")
+        if check_sources:
+            saved, now = {k: int(v) for k, v in state["sizes"].items()}, self._s.sizes
+            if list(saved) != list(now):
+                missing, extra = [k for k in saved if k not in now], [k for k in now if k not in saved]
+                raise ValueError(
+                    f"cannot resume: the checkpoint's mixture has sources {list(saved)}, this run has {list(now)} "
+                    f"(missing here: {missing}, not in the checkpoint: {extra}); use the same sources in the same order"
+                )
+            changed = {k: (saved[k], now[k]) for k in saved if saved[k] != now[k]}
+            if changed:
+                raise ValueError(
+                    "cannot resume: source sizes (windows) differ from the checkpoint's, "
+                    + ", ".join(f"{k!r}: checkpoint {a} vs now {b}" for k, (a, b) in changed.items())
+                    + " (the data, seq_len or held-out split changed)"
+                )
         self.stages = parse_stages(state["stages"])
         self._s = _State(
             position=int(state["position"]),
@@ -514,247 +461,3 @@ class MixtureSampler(DistributedSampler):
         self._pending = [(int(p), op, tuple(x) if isinstance(x, list) else x) for p, op, x in state["pending"]]
         self._oplog = list(self._pending)
         self._snapshots.clear()
-        self._perm_cache.clear()
-
-
-class MixtureDataset(Dataset):
-    """Maps a :class:`Draw` to a training example carrying its source id, sample id and position.
-
-    Args:
-        sources: name -> a dataset whose items are 1-D LongTensor windows (or dicts with ``input_ids``).
-        sampler: the :class:`MixtureSampler` (for source ids and sample ids).
-        corrupt: optional ``(source, start, stop, seed)``: windows of ``source`` drawn at global positions
-            in ``[start, stop)`` are replaced by uniform random tokens (to simulate a bad data shard).
-        vocab_size: range of the noise tokens.
-    """
-
-    def __init__(
-        self,
-        sources: Mapping[str, Dataset],
-        sampler: MixtureSampler,
-        corrupt: tuple[str, int, int, int] | None = None,
-        vocab_size: int = 256,
-    ) -> None:
-        self.sources, self.sampler, self.corrupt, self.vocab_size = dict(sources), sampler, corrupt, vocab_size
-
-    def __len__(self) -> int:
-        return sum(len(d) for d in self.sources.values())
-
-    def __getitem__(self, draw: Draw) -> dict[str, torch.Tensor]:
-        if not isinstance(draw, tuple) or len(draw) != 3:
-            raise TypeError(f"MixtureDataset is indexed by Draw(source, index, position), got {draw!r}")
-        source, index, position = draw
-        item = self.sources[source][index]
-        ids = item["input_ids"] if isinstance(item, Mapping) else item
-        ids = torch.as_tensor(ids, dtype=torch.long)
-        if self.corrupt is not None and source == self.corrupt[0] and self.corrupt[1] <= position < self.corrupt[2]:
-            g = torch.Generator().manual_seed(_mix64(self.corrupt[3] * 1_000_003 + position) & ((1 << 63) - 1))
-            ids = torch.randint(0, self.vocab_size, ids.shape, generator=g)
-        return {
-            "input_ids": ids,
-            "labels": ids.clone(),
-            "source_ids": torch.tensor(self.sampler.sources.index(source)),
-            "sample_ids": torch.tensor(self.sampler.source_offset(source) + int(index)),
-            "positions": torch.tensor(int(position)),
-        }
-
-
-# ====================================================================== Lightning DataModule
-import lightning.pytorch as L  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-#: The default three-stage schedule of the tiny runs (token budgets of a short CPU run), mirroring
-#: language modelling (K6) -> knowledge (K61-63) -> target-oriented QA (K64).
-DEFAULT_STAGES: list[dict[str, Any]] = [
-    {"name": "language", "weights": {"prose": 0.6, "code": 0.3, "qa": 0.1}, "tokens": 40_960},
-    {"name": "knowledge", "weights": {"prose": 0.4, "code": 0.4, "qa": 0.2}, "tokens": 40_960},
-    {"name": "target", "weights": {"prose": 0.25, "code": 0.25, "qa": 0.5}, "tokens": None},
-]
-
-
-class MixtureDataModule(L.LightningDataModule):
-    """Named sources of token windows mixed by a :class:`MixtureSampler` with a stage schedule.
-
-    Batches are dicts ``{"input_ids", "labels", "source_ids", "sample_ids", "positions"}``.
-
-    Args:
-        sources: built-in sources to use (``"prose"``, ``"code"``, ``"qa"``); ignored for names given in
-            ``source_files`` or ``datasets``.
-        source_files: user data: source name -> local text files (byte-level unless ``tokenizer``).
-        tokenizer: a local Hugging Face tokenizer directory (default: bytes, vocab 256).
-        stages: the schedule, a list of ``{"weights": {...}, "tokens": N, "name": ...}`` (or :class:`Stage`).
-        seq_len: tokens per window.
-        batch_size: windows per batch per rank.
-        seed: sampling and split seed.
-        heldout_fraction: share of each source's windows held out.
-        max_chars: truncate each text source (keeps tiny runs fast).
-        samples_per_epoch: global samples per epoch (default: all windows once).
-        heldout_windows: windows per source in the held-out evaluation batches.
-        corrupt_source / corrupt_start / corrupt_stop: replace windows of that source drawn at global
-            positions in ``[start, stop)`` by random tokens (simulates a corrupted shard; benchmarks/tests).
-        datasets: Python API: name -> dataset of windows (1-D LongTensors), used as-is.
-        num_workers: DataLoader workers (the sampler always runs in the main process).
-
-    Example::
-
-        >>> dm = MixtureDataModule(seq_len=32, batch_size=4, max_chars=20_000)
-        >>> dm.setup("fit")
-        >>> b = next(iter(dm.train_dataloader()))
-        >>> sorted(b), tuple(b["input_ids"].shape)
-        (['input_ids', 'labels', 'positions', 'sample_ids', 'source_ids'], (4, 32))
-    """
-
-    def __init__(
-        self,
-        sources: list[str] | None = None,
-        source_files: dict[str, list[str]] | None = None,
-        tokenizer: str | None = None,
-        stages: list[dict[str, Any]] | None = None,
-        seq_len: int = 64,
-        batch_size: int = 8,
-        seed: int = 0,
-        heldout_fraction: float = 0.05,
-        max_chars: int | None = 200_000,
-        samples_per_epoch: int | None = None,
-        heldout_windows: int = 16,
-        corrupt_source: str | None = None,
-        corrupt_start: int = 0,
-        corrupt_stop: int = 0,
-        datasets: dict[str, Dataset] | None = None,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__()
-        if seq_len < 2 or batch_size < 1:
-            raise ValueError(f"need seq_len >= 2 and batch_size >= 1, got seq_len={seq_len}, batch_size={batch_size}")
-        if not 0.0 < heldout_fraction < 1.0:
-            raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
-        from lightning_papers.heurimentor.data import BUILTIN_SOURCES
-
-        names = list(sources) if sources is not None else list(BUILTIN_SOURCES)
-        for n in names:
-            if n not in BUILTIN_SOURCES and n not in (source_files or {}) and n not in (datasets or {}):
-                raise ValueError(f"unknown source {n!r}: not built-in {BUILTIN_SOURCES} and not in source_files/datasets")
-        for n in list(source_files or {}) + list(datasets or {}):
-            if n not in names:
-                names.append(n)
-        self.source_names = names
-        self.source_files, self.tokenizer_name = dict(source_files or {}), tokenizer
-        self.stages = parse_stages(stages if stages is not None else DEFAULT_STAGES)
-        self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
-        self.heldout_fraction, self.max_chars = heldout_fraction, max_chars
-        self.samples_per_epoch, self.heldout_windows, self.num_workers = samples_per_epoch, heldout_windows, num_workers
-        if corrupt_source is not None and corrupt_source not in names:
-            raise ValueError(f"corrupt_source {corrupt_source!r} is not one of the sources {names}")
-        self.corrupt = (corrupt_source, corrupt_start, corrupt_stop, seed) if corrupt_source else None
-        self._user_datasets = dict(datasets or {})
-        self.train_sets: dict[str, Dataset] = {}
-        self.heldout_sets: dict[str, Dataset] = {}
-        self.sampler: MixtureSampler | None = None
-        self._vocab_size = 256
-
-    @property
-    def vocab_size(self) -> int:
-        return self._vocab_size
-
-    def _encode(self, text: str) -> torch.Tensor:
-        if self.tokenizer_name is None:
-            from lightning_papers.data import encode_bytes
-
-            return encode_bytes(text)
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(self.tokenizer_name, local_files_only=True)
-        self._vocab_size = len(tok)
-        return torch.tensor(tok(text)["input_ids"], dtype=torch.long)
-
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.world_size > 1:
-            kwargs = trainer.distributed_sampler_kwargs or {}
-            return int(kwargs.get("rank", trainer.global_rank)), int(kwargs.get("num_replicas", trainer.world_size))
-        return 0, 1
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.sampler is not None:
-            return
-        from lightning_papers.heurimentor.data import (
-            WindowDataset,
-            builtin_source_text,
-            load_text_files,
-            make_windows,
-        )
-
-        for i, name in enumerate(self.source_names):
-            if name in self._user_datasets:
-                ds = self._user_datasets[name]
-                n_held = max(1, int(round(self.heldout_fraction * len(ds))))
-                idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.seed + i))
-                self.train_sets[name] = torch.utils.data.Subset(ds, idx[n_held:].sort().values.tolist())
-                self.heldout_sets[name] = torch.utils.data.Subset(ds, idx[:n_held].sort().values.tolist())
-                continue
-            if name in self.source_files:
-                text = load_text_files(self.source_files[name])
-                text = text[: self.max_chars] if self.max_chars else text
-            else:
-                text = builtin_source_text(name, self.max_chars, seed=self.seed)
-            train, held = make_windows(self._encode(text), self.seq_len, self.heldout_fraction, self.seed + i)
-            self.train_sets[name], self.heldout_sets[name] = WindowDataset(train), WindowDataset(held)
-        rank, world = self._rank_world()
-        self.sampler = MixtureSampler(
-            {k: len(v) for k, v in self.train_sets.items()},
-            self.stages,
-            seed=self.seed,
-            rank=rank,
-            world_size=world,
-            tokens_per_sample=self.seq_len,
-            samples_per_epoch=self.samples_per_epoch,
-        )
-        self.train_dataset = MixtureDataset(self.train_sets, self.sampler, self.corrupt, self.vocab_size)
-
-    def add_source(self, name: str, dataset: Dataset, heldout: Dataset | None = None) -> None:
-        """Add a source during training (weight 0 until the DMU or ``sampler.set_weights`` gives it some)."""
-        if self.sampler is None:
-            raise RuntimeError("call setup() before add_source()")
-        self.train_sets[name] = dataset
-        if heldout is not None:
-            self.heldout_sets[name] = heldout
-        self.source_names.append(name)
-        self.sampler.add_source(name, len(dataset))
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup("fit")
-        return DataLoader(
-            self.train_dataset,
-            batch_size=self.batch_size,
-            sampler=self.sampler,
-            drop_last=True,
-            num_workers=self.num_workers,
-        )
-
-    def _heldout_dataset(self) -> Dataset:
-        items = []
-        for sid, name in enumerate(self.source_names):
-            ds = self.heldout_sets.get(name)
-            if ds is None:
-                continue
-            for j in range(min(self.heldout_windows, len(ds))):
-                ids = torch.as_tensor(ds[j], dtype=torch.long)
-                items.append({"input_ids": ids, "labels": ids.clone(), "source_ids": torch.tensor(sid),
-                              "sample_ids": torch.tensor(-1 - j), "positions": torch.tensor(-1)})
-        return items  # a list is a valid map-style dataset
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup("fit")
-        return DataLoader(self._heldout_dataset(), batch_size=self.batch_size)
-
-    def heldout_batches(self) -> dict[str, dict[str, torch.Tensor]]:
-        """One batch of held-out windows per source (for the monitor's periodic per-source loss)."""
-        self.setup("fit")
-        out = {}
-        for sid, name in enumerate(self.source_names):
-            ds = self.heldout_sets.get(name)
-            if ds is None:
-                continue
-            ids = torch.stack([torch.as_tensor(ds[j], dtype=torch.long) for j in range(min(self.heldout_windows, len(ds)))])
-            out[name] = {"input_ids": ids, "labels": ids.clone(), "source_ids": torch.full((len(ids),), sid)}
-        return out

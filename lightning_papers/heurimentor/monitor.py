@@ -1,13 +1,16 @@
-"""Training State Monitor (TSM): spike/plateau detectors, per-source loss, weight trajectory, dashboard.
+"""Training State Monitor (TSM): the Lightning callback that watches loss, gradients, sources and weights.
 
 Aquila2 report §3.2: the TSM watches loss, per-domain behaviour and model weights against tokens seen,
 and its findings trigger actions (new data, LR changes, data cleaning). Here every observation is
-reduced across ranks and published as a typed event on the shared bus (:mod:`.events`).
+summed over ranks in one collective per step (:mod:`.collectives`, on the strategy's root device) and
+published as a typed event on the bus the HeuriMentor callbacks share (:mod:`.events`). The detectors
+live in :mod:`.detectors`, the bounded history in :mod:`.history`, the figure in :mod:`.dashboard`.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +20,15 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 
+from lightning_papers.heurimentor.collectives import StepReducer
+from lightning_papers.heurimentor.detectors import (
+    PlateauDetector,
+    RelativeSpikeDetector,
+    RollingMeanSpikeDetector,
+    SpikeDetector,
+    ZScoreSpikeDetector,
+    make_detector,
+)
 from lightning_papers.heurimentor.events import (
     Event,
     HeldOutEvent,
@@ -29,7 +41,8 @@ from lightning_papers.heurimentor.events import (
     WeightsChangeEvent,
     get_bus,
 )
-from lightning_papers.heurimentor.trajectory import layer_std_curves, trajectory_distances
+from lightning_papers.heurimentor.history import StepHistory
+from lightning_papers.heurimentor.trajectory import curves_from_stats, layer_std_stats, trajectory_distances
 
 __all__ = [
     "PlateauDetector",
@@ -43,221 +56,14 @@ __all__ = [
 ]
 
 
-# ====================================================================== detectors (plain Python)
-class SpikeDetector:
-    """Base class. ``check(value)`` decides without side effects; ``accept(value)`` adds a good value.
-
-    Args:
-        metric: ``"loss"`` or ``"grad_norm"``.
-        warmup: number of accepted values before the detector may fire.
-    """
-
-    kind = "base"
-
-    def __init__(self, metric: str = "loss", warmup: int = 10) -> None:
-        if metric not in ("loss", "grad_norm"):
-            raise ValueError(f"detector metric must be 'loss' or 'grad_norm', got {metric!r}")
-        if warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {warmup}")
-        self.metric, self.warmup, self.seen = metric, int(warmup), 0
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind}:{self.metric}"
-
-    def check(self, value: float) -> tuple[bool, float]:
-        """Return (is_spike, reference value)."""
-        raise NotImplementedError
-
-    def accept(self, value: float) -> None:
-        self.seen += 1
-
-    def reset(self) -> None:
-        self.seen = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"seen": self.seen}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.seen = int(state["seen"])
-
-
-class RelativeSpikeDetector(SpikeDetector):
-    """Spike when ``(value - last_good) / last_good >= threshold`` (FlagScale's rule, threshold 0.2)."""
-
-    kind = "relative"
-
-    def __init__(self, threshold: float = 0.2, metric: str = "loss", warmup: int = 10) -> None:
-        super().__init__(metric, warmup)
-        if threshold <= 0:
-            raise ValueError(f"threshold must be > 0, got {threshold}")
-        self.threshold, self.last_good = float(threshold), None
-
-    def check(self, value: float) -> tuple[bool, float]:
-        if self.last_good is None or self.seen < self.warmup:
-            return False, float("nan") if self.last_good is None else self.last_good
-        ref = self.last_good
-        return (value - ref) / max(abs(ref), 1e-12) >= self.threshold, ref
-
-    def accept(self, value: float) -> None:
-        super().accept(value)
-        self.last_good = float(value)
-
-    def reset(self) -> None:
-        super().reset()
-        self.last_good = None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "last_good": self.last_good}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.last_good = state["last_good"]
-
-
-class _WindowedSpikeDetector(SpikeDetector):
-    """A detector that compares against the last ``window`` accepted (good) values."""
-
-    def __init__(self, window: int, metric: str, warmup: int) -> None:
-        super().__init__(metric, warmup)
-        self.window = int(window)
-        self.values: deque[float] = deque(maxlen=self.window)
-
-    def accept(self, value: float) -> None:
-        super().accept(value)
-        self.values.append(float(value))
-
-    def reset(self) -> None:
-        super().reset()
-        self.values.clear()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "values": list(self.values)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.values = deque(state["values"], maxlen=self.window)
-
-
-class RollingMeanSpikeDetector(_WindowedSpikeDetector):
-    """Spike when ``value > ratio * mean(last window good values)`` (Lightning ``SpikeDetection``: window 10,
-    ratio 2; LLM Foundry ``KillLossSpike``: 2x the mean of the last 100 steps)."""
-
-    kind = "rolling"
-
-    def __init__(self, window: int = 20, ratio: float = 1.5, metric: str = "loss", warmup: int | None = None) -> None:
-        if window < 1 or ratio <= 1.0:
-            raise ValueError(f"need window >= 1 and ratio > 1, got window={window}, ratio={ratio}")
-        super().__init__(window, metric, window if warmup is None else warmup)
-        self.ratio = float(ratio)
-
-    def check(self, value: float) -> tuple[bool, float]:
-        if not self.values or self.seen < self.warmup:
-            return False, float("nan")
-        ref = float(np.mean(self.values))
-        return value > self.ratio * ref, ref
-
-
-
-class ZScoreSpikeDetector(_WindowedSpikeDetector):
-    """Spike when ``(value - mean) / std > threshold`` over the last ``window`` good values
-    (OLMo-core ``SkipStepOptimizer``: window 128, threshold 6, active after 64 values)."""
-
-    kind = "zscore"
-
-    def __init__(self, window: int = 128, threshold: float = 6.0, metric: str = "loss", warmup: int = 64) -> None:
-        if window < 2 or threshold <= 0:
-            raise ValueError(f"need window >= 2 and threshold > 0, got window={window}, threshold={threshold}")
-        super().__init__(window, metric, warmup)
-        self.threshold = float(threshold)
-
-    def check(self, value: float) -> tuple[bool, float]:
-        if len(self.values) < 2 or self.seen < self.warmup:
-            return False, float("nan")
-        arr = np.asarray(self.values)
-        mean, std = float(arr.mean()), float(arr.std())
-        return (value - mean) / max(std, 1e-8) > self.threshold, mean
-
-
-
-_DETECTORS = {"relative": RelativeSpikeDetector, "rolling": RollingMeanSpikeDetector, "zscore": ZScoreSpikeDetector}
-
-
-def make_detector(spec: SpikeDetector | Mapping[str, Any]) -> SpikeDetector:
-    """Build a detector from ``{"kind": "relative"|"rolling"|"zscore", **kwargs}`` (YAML-friendly).
-
-    Example::
-
-        >>> make_detector({"kind": "rolling", "window": 5, "ratio": 2.0}).name
-        'rolling:loss'
-    """
-    if isinstance(spec, SpikeDetector):
-        return spec
-    if not isinstance(spec, Mapping) or "kind" not in spec:
-        raise TypeError(f"a detector spec must be a SpikeDetector or a mapping with 'kind', got {spec!r}")
-    kwargs = dict(spec)
-    kind = kwargs.pop("kind")
-    if kind not in _DETECTORS:
-        raise ValueError(f"unknown detector kind {kind!r}; expected one of {sorted(_DETECTORS)}")
-    return _DETECTORS[kind](**kwargs)
-
-
-class PlateauDetector:
-    """Fires when the smoothed loss stopped falling.
-
-    The loss is smoothed with an EMA (``smoothing``); after ``window`` values, the least-squares slope of
-    the last ``window`` smoothed values, times ``window`` and divided by their mean, is the relative
-    decrease over the window; a plateau is a relative decrease below ``tolerance``. After firing it
-    waits ``cooldown`` values (default: ``window``).
-
-    Example::
-
-        >>> d = PlateauDetector(window=10, tolerance=0.01)
-        >>> any(d.update(2.0) is not None for _ in range(10))
-        True
-    """
-
-    def __init__(self, window: int = 100, tolerance: float = 0.01, smoothing: float = 0.0, cooldown: int | None = None) -> None:
-        if window < 3 or tolerance < 0 or not 0 <= smoothing < 1:
-            raise ValueError(
-                f"need window >= 3, tolerance >= 0, 0 <= smoothing < 1; got {window}, {tolerance}, {smoothing}"
-            )
-        self.window, self.tolerance, self.smoothing = int(window), float(tolerance), float(smoothing)
-        self.cooldown = self.window if cooldown is None else int(cooldown)
-        self.values: deque[float] = deque(maxlen=self.window)
-        self.ema: float | None = None
-        self.wait = 0
-
-    def update(self, value: float) -> float | None:
-        """Add a value; return the relative slope when a plateau fires, else None."""
-        if not math.isfinite(value):
-            return None
-        self.ema = value if self.ema is None else self.smoothing * self.ema + (1 - self.smoothing) * value
-        self.values.append(self.ema)
-        if self.wait > 0:
-            self.wait -= 1
-            return None
-        if len(self.values) < self.window:
-            return None
-        y = np.asarray(self.values)
-        x = np.arange(len(y)) - (len(y) - 1) / 2
-        slope = float((x * (y - y.mean())).sum() / (x * x).sum())
-        rel_drop = -slope * self.window / max(abs(float(y.mean())), 1e-12)
-        if rel_drop < self.tolerance:
-            self.wait = self.cooldown
-            return -rel_drop
-        return None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"values": list(self.values), "ema": self.ema, "wait": self.wait}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.values = deque(state["values"], maxlen=self.window)
-        self.ema, self.wait = state["ema"], int(state["wait"])
-
-
 def per_sample_causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    """Mean next-token cross-entropy of each sequence, shape (B,) (labels shifted like Hugging Face)."""
+    """Mean next-token cross-entropy of each sequence, shape (B,) (labels shifted like Hugging Face).
+
+    Example::
+
+        >>> per_sample_causal_lm_loss(torch.zeros(2, 4, 8), torch.zeros(2, 4, dtype=torch.long)).shape
+        torch.Size([2])
+    """
     shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
     tok = torch.nn.functional.cross_entropy(
         shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=ignore_index, reduction="none"
@@ -266,8 +72,9 @@ def per_sample_causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore
     return (tok * mask).sum(1) / mask.sum(1).clamp_min(1)
 
 
-def _grad_sq(module: torch.nn.Module) -> tuple[float, float]:
-    """(sum of squares of sharded DTensor grads on this rank, sum of squares of replicated grads)."""
+def _grad_sq(module: torch.nn.Module) -> tuple[torch.Tensor | None, float]:
+    """(sum of squares of this rank's DTensor gradient shards as a device tensor, sum of squares of
+    replicated gradients as a float). Sharded parts are summed over ranks; replicated ones are not."""
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover
@@ -277,33 +84,19 @@ def _grad_sq(module: torch.nn.Module) -> tuple[float, float]:
         g = p.grad
         if g is None:
             continue
-        if isinstance(g, DTensor):
-            sharded.append(g.to_local())
-        else:
-            replicated.append(g)
+        (sharded if isinstance(g, DTensor) else replicated).append(g.to_local() if isinstance(g, DTensor) else g)
 
-    def sq(grads: list[torch.Tensor]) -> float:
+    def sq(grads: list[torch.Tensor]) -> torch.Tensor | None:
         grads = [g for g in grads if g.numel()]
         if not grads:
-            return 0.0
+            return None
         norms = torch._foreach_norm(grads)  # one fused call instead of a Python loop of reductions
-        return float(torch.stack([n.double() for n in norms]).pow(2).sum())
+        return torch.stack([n.double() for n in norms]).pow(2).sum()
 
-    return sq(sharded), sq(replicated)
-
-
-def _all_reduce_sum(trainer: L.Trainer, values: list[float]) -> list[float]:
-    """Sum over all ranks with a single all-reduce (no barrier: every rank calls it at the same point)."""
-    import torch.distributed as dist
-
-    if trainer.world_size <= 1 or not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
+    rep = sq(replicated)
+    return sq(sharded), (0.0 if rep is None else float(rep))
 
 
-# ====================================================================== the callback
 class TrainingStateMonitor(L.Callback):
     """Training State Monitor: detectors, per-source loss, weight trajectory, events, log and dashboard.
 
@@ -311,6 +104,12 @@ class TrainingStateMonitor(L.Callback):
     loss (or ``{"loss": ...}``). Per-source loss needs batches with ``"source_ids"`` and a per-sample
     loss, returned as ``{"loss": ..., "sample_loss": Tensor(B)}``. The held-out per-source loss needs
     a datamodule with ``heldout_batches()`` and a module with ``per_sample_loss(batch)``.
+
+    Collectives: one ``trainer.strategy.reduce`` per step, on ``trainer.strategy.root_device``, carries
+    the loss, gradient sum of squares, non-finite flag, tokens, per-detector flags, and (on the steps that
+    need them) per-source loss sums, the per-source loss of the last spiky step (for blame) and the
+    weight-trajectory sums. State is bounded: a ring buffer plus running summaries (:class:`StepHistory`)
+    and at most ``max_records`` held-out / mixture / trajectory / rollback records.
 
     Args:
         detectors: spike detectors or specs ``{"kind": "relative"|"rolling"|"zscore", ...}``
@@ -322,18 +121,24 @@ class TrainingStateMonitor(L.Callback):
         trajectory_every: record std-over-layers curves every N steps (0: only when a checkpoint is saved).
         source_ema: EMA factor of the per-source training loss.
         blame_threshold: at a spike, blame the source whose loss rose most above its running mean, if that
-            relative rise is at least this (published as ``StepEvent.culprit``).
-        source_loss_every: all-reduce the per-source training loss every N steps (and at every spike);
-            ``StepEvent.source_loss`` is empty on the other steps. The gradient norm is also computed every
-            N steps only, unless a detector watches ``grad_norm``. Fewer passes and collectives, lower overhead.
-        log_dir: where ``heurimentor.log`` and ``heurimentor_dashboard.png`` go (default: the trainer's log dir).
+            relative rise is at least this. Published on the *next* step's ``StepEvent`` (``culprit`` and
+            ``culprit_step``), because the per-sample losses of a step are only known after its update.
+        source_loss_every: reduce the per-source training loss every N steps (``StepEvent.source_loss`` is
+            empty on the other steps); the gradient norm too, unless a detector watches ``grad_norm``.
+        history_size: steps kept exactly in the ring buffer (a decimated trace covers the whole run).
+        max_records: held-out, mixture-weight, trajectory and rollback records kept (oldest dropped).
+        log_dir: where ``heurimentor.log`` and ``heurimentor_dashboard.png`` go. Default: the logger's
+            directory (``trainer.log_dir``, one per run); without a logger and without ``log_dir`` no file
+            is written (events stay on the bus and in the history). The log is truncated at the start of
+            each fit (never appended to a previous run's file); nothing is written to the working directory.
         dashboard: write the PNG dashboard at the end of fit.
         log_metrics: also ``pl_module.log`` the monitored values under ``hm/``.
 
     Example::
 
         >>> tsm = TrainingStateMonitor(detectors=[{"kind": "relative", "threshold": 0.5}], plateau_window=50)
-        >>> trainer = L.Trainer(callbacks=[tsm], max_steps=10)  # doctest: +SKIP
+        >>> [d.name for d in tsm.detectors]
+        ['relative:loss']
     """
 
     def __init__(
@@ -347,6 +152,8 @@ class TrainingStateMonitor(L.Callback):
         source_ema: float = 0.9,
         blame_threshold: float = 0.2,
         source_loss_every: int = 10,
+        history_size: int = 2048,
+        max_records: int = 256,
         log_dir: str | None = None,
         dashboard: bool = True,
         log_metrics: bool = True,
@@ -362,40 +169,51 @@ class TrainingStateMonitor(L.Callback):
             raise ValueError(f"heldout_every and trajectory_every must be >= 0, got {heldout_every}, {trajectory_every}")
         if not 0 <= source_ema < 1:
             raise ValueError(f"source_ema must be in [0, 1), got {source_ema}")
-        self.plateau = PlateauDetector(plateau_window, plateau_tolerance, plateau_smoothing) if plateau_window else None
-        self.heldout_every, self.trajectory_every, self.source_ema = heldout_every, trajectory_every, source_ema
-        self.blame_threshold = blame_threshold
         if source_loss_every < 1:
             raise ValueError(f"source_loss_every must be >= 1, got {source_loss_every}")
-        self.source_loss_every = source_loss_every
+        if history_size < 1 or max_records < 1:
+            raise ValueError(f"history_size and max_records must be >= 1, got {history_size}, {max_records}")
+        self.plateau = PlateauDetector(plateau_window, plateau_tolerance, plateau_smoothing) if plateau_window else None
+        self.heldout_every, self.trajectory_every, self.source_ema = heldout_every, trajectory_every, source_ema
+        self.blame_threshold, self.source_loss_every = blame_threshold, source_loss_every
+        self.history_size, self.max_records = history_size, max_records
         self._grad_detectors = any(d.metric == "grad_norm" for d in self.detectors)
-        self._src_acc: torch.Tensor | None = None
-        self._src_steps = 0
-        self.step = 0  # index of the current optimizer step (trainer.global_step when its batch started)
         self.log_dir, self.dashboard, self.log_metrics = log_dir, dashboard, log_metrics
+        self.reducer = StepReducer()
         self.source_names: list[str] = []
-        self.history: dict[str, list] = {
-            "step": [], "tokens": [], "loss": [], "grad_norm": [], "spike": [], "skipped": [], "source_loss": [],
-        }
-        self.heldout_history: list[tuple[int, int, dict[str, float]]] = []
-        self.weights_history: list[tuple[int, int, dict[str, float]]] = []
-        self.rollbacks: list[tuple[int, int]] = []
-        self.trajectory: list[tuple[int, int, dict[str, list[float]]]] = []
-        self.trajectory_dist: list[tuple[int, dict[str, float]]] = []
+        self._reset_state()
+        self._bus = None
+        self._log_file: Path | None = None
+        self.out_dir: Path | None = None
+
+    def _reset_state(self) -> None:
+        self.history = StepHistory(self.history_size, min(1024, max(2, self.history_size)))
+        self.heldout_history: deque[tuple[int, int, dict[str, float]]] = deque(maxlen=self.max_records)
+        self.weights_history: deque[tuple[int, int, dict[str, float]]] = deque(maxlen=self.max_records)
+        self.rollbacks: deque[tuple[int, int]] = deque(maxlen=self.max_records)
+        self.trajectory_dist: deque[tuple[int, dict[str, float]]] = deque(maxlen=self.max_records)
+        self.trajectory_last: tuple[int, int, dict[str, list[float]]] | None = None  # (step, tokens, curves)
         self.source_loss_ema: dict[str, float] = {}
+        self.step = 0  # index of the current optimizer step (trainer.global_step when its batch started)
         self.tokens = 0
         self.consecutive = 0
+        self._src_acc: torch.Tensor | None = None  # local per-source (loss sums, counts) since the last reduce
+        self._src_steps = 0
+        self._blame: tuple[int, torch.Tensor] | None = None  # (spiky step, its local per-source sums)
+        self._traj_pending: tuple[int, int, list, torch.Tensor] | None = None
         self._micro_losses: list[float] = []
         self._step_tokens = 0
         self._pending: dict[str, Any] | None = None
         self._skipped_now = False
-        self._bus = None
-        self._log_file: Path | None = None
 
     # ---------------------------------------------------------------- wiring
     @property
     def state_key(self) -> str:
         return "TrainingStateMonitor"
+
+    @property
+    def bus(self):
+        return self._bus
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._bus = get_bus(trainer)
@@ -408,13 +226,22 @@ class TrainingStateMonitor(L.Callback):
         sampler = getattr(dm, "sampler", None)
         if sampler is not None and not self.weights_history and hasattr(sampler, "weights"):
             self.weights_history.append((0, 0, dict(sampler.weights)))  # starting mixture, for the dashboard
-        root = Path(self.log_dir or trainer.log_dir or trainer.default_root_dir)
-        self._log_file = root / "heurimentor.log"
-        self.out_dir = root
+        self.out_dir = self._resolve_out_dir(trainer)
+        self._log_file = None if self.out_dir is None else self.out_dir / "heurimentor.log"
 
-    @property
-    def bus(self):
-        return self._bus
+    def _resolve_out_dir(self, trainer: L.Trainer) -> Path | None:
+        if self.log_dir:
+            return Path(self.log_dir)
+        if trainer.loggers and getattr(trainer.loggers[0], "save_dir", None):
+            log_dir = trainer.log_dir  # the logger's per-run directory (a strategy broadcast: every rank calls it)
+            if log_dir:
+                return Path(log_dir)
+        return None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self._log_file is not None and _is_rank_zero(trainer):
+            self._log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file.write_text("", encoding="utf-8")  # one file per run: never append to a stale one
 
     def _on_skip(self, event: SkipEvent) -> None:
         self._skipped_now = True
@@ -424,10 +251,9 @@ class TrainingStateMonitor(L.Callback):
             self.weights_history.append((event.step, event.tokens, dict(event.weights)))
         if isinstance(event, RollbackEvent):
             self.rollbacks.append((event.step, event.to_step))
-        if isinstance(event, StepEvent) and not event.spike:
+        if isinstance(event, StepEvent) and not event.spike and event.culprit is None:
             return  # routine steps are in the history, not in the text log
-        if self._log_file is not None and _is_rank_zero():
-            self._log_file.parent.mkdir(parents=True, exist_ok=True)
+        if self._log_file is not None and self._log_file.parent.is_dir() and _is_rank_zero():
             fields = ", ".join(f"{k}={_fmt(v)}" for k, v in event.as_dict().items() if k not in ("event", "step", "tokens"))
             with self._log_file.open("a", encoding="utf-8") as f:
                 f.write(f"step {event.step:>7} | tokens {event.tokens:>12,} | {type(event).__name__:<18} | {fields}\n")
@@ -436,6 +262,7 @@ class TrainingStateMonitor(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._micro_losses = []
         self._skipped_now = False
+        self._pending = None
         self.step = trainer.global_step
         ids = batch.get("input_ids") if isinstance(batch, Mapping) else None
         self._step_tokens = int(ids.numel()) if isinstance(ids, torch.Tensor) else 0
@@ -443,31 +270,75 @@ class TrainingStateMonitor(L.Callback):
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
         self._micro_losses.append(float(loss.detach()))
 
+    def _queue_periodic(self) -> None:
+        """Add the parts that ride along with this step's collective (identical decision on every rank)."""
+        if self._src_acc is not None and self._src_steps >= self.source_loss_every:
+            self.reducer.add("src", self._src_acc)
+        if self._blame is not None:
+            self.reducer.add("blame", self._blame[1])
+        if self._traj_pending is not None:
+            self.reducer.add("traj", self._traj_pending[3])
+
+    def _consume_periodic(self, red: Mapping[str, torch.Tensor]) -> tuple[dict[str, float], str | None, int | None]:
+        source_loss: dict[str, float] = {}
+        if "src" in red:
+            n = len(red["src"]) // 2
+            sums, counts = red["src"][:n].tolist(), red["src"][n:].tolist()
+            source_loss = {self.source_names[i]: sums[i] / counts[i] for i in range(n) if counts[i] > 0}
+            self._src_acc.zero_()
+            self._src_steps = 0
+            for k, v in source_loss.items():
+                if math.isfinite(v):
+                    old = self.source_loss_ema.get(k)
+                    self.source_loss_ema[k] = v if old is None else self.source_ema * old + (1 - self.source_ema) * v
+        culprit = culprit_step = None
+        if "blame" in red:
+            culprit_step = self._blame[0]
+            n = len(red["blame"]) // 2
+            sums, counts = red["blame"][:n].tolist(), red["blame"][n:].tolist()
+            at_spike = {self.source_names[i]: sums[i] / counts[i] for i in range(n) if counts[i] > 0}
+            rise = {k: (v - self.source_loss_ema[k]) / max(abs(self.source_loss_ema[k]), 1e-12)
+                    for k, v in at_spike.items() if k in self.source_loss_ema and math.isfinite(v)}
+            if rise and max(rise.values()) >= self.blame_threshold:
+                culprit = max(rise, key=rise.get)
+            self._blame = None
+        if "traj" in red:
+            step, tokens, keys, _ = self._traj_pending
+            self._traj_pending = None
+            self._add_trajectory(step, tokens, curves_from_stats(keys, red["traj"]))
+        return source_loss, culprit, culprit_step
+
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        """Decide spikes before the update (all ranks agree: one all-reduce), publish :class:`SpikeEvent`."""
+        """Decide spikes before the update (all ranks agree: one collective), publish :class:`SpikeEvent`."""
         local_loss = float(np.mean(self._micro_losses)) if self._micro_losses else float("nan")
         # the gradient norm costs a pass over all gradients: every step only if a detector needs it
         need_grad = self._grad_detectors or (self.step + 1) % self.source_loss_every == 0
-        sharded, replicated = _grad_sq(pl_module) if need_grad else (float("nan"), float("nan"))
+        sharded, replicated = _grad_sq(pl_module) if need_grad else (None, 0.0)
         local_flags = [1.0 if d.metric == "loss" and d.check(local_loss)[0] else 0.0 for d in self.detectors]
-        nonfinite = 0.0 if math.isfinite(local_loss) and (not need_grad or math.isfinite(sharded + replicated)) else 1.0
-        red = _all_reduce_sum(
-            trainer, [0.0 if math.isnan(local_loss) else local_loss, sharded if need_grad else 0.0, nonfinite, float(self._step_tokens), *local_flags]
-        )
+        nonfinite = 0.0 if math.isfinite(local_loss) and math.isfinite(replicated) else 1.0
+        self.reducer.add("step", [0.0 if math.isnan(local_loss) else local_loss, nonfinite, float(self._step_tokens), *local_flags])
+        if need_grad:
+            self.reducer.add("grad", sharded.reshape(1) if sharded is not None else [0.0])
+        self._queue_periodic()
+        red = self.reducer.reduce(trainer)
+        step_part = red["step"].tolist()
         world = max(1, trainer.world_size)
-        mean_loss = red[0] / world if red[2] == 0 else float("nan")
-        grad_norm = math.sqrt(max(red[1] + replicated, 0.0)) if red[2] == 0 and need_grad else float("nan")
+        grad_sq = float(red["grad"][0]) + replicated if need_grad else float("nan")
+        non_finite = step_part[1] > 0 or (need_grad and not math.isfinite(grad_sq))
+        mean_loss = step_part[0] / world if not non_finite else float("nan")
+        grad_norm = math.sqrt(max(grad_sq, 0.0)) if need_grad and not non_finite else float("nan")
+        source_loss, culprit, culprit_step = self._consume_periodic(red)
         values = {"loss": mean_loss, "grad_norm": grad_norm}
         fired, reference = [], float("nan")
-        for det, flag in zip(self.detectors, red[4:]):
-            hit, ref = det.check(values[det.metric])
+        for det, flag in zip(self.detectors, step_part[3:]):
+            hit, ref = det.check(values[det.metric]) if not non_finite else (False, float("nan"))
             if hit or flag > 0:
                 fired.append(det.name)
                 reference = ref if math.isnan(reference) else reference
-        non_finite = red[2] > 0 or not math.isfinite(mean_loss)
         spike = non_finite or bool(fired)
         self.consecutive = self.consecutive + 1 if spike else 0
-        self._pending = {"loss": mean_loss, "grad_norm": grad_norm, "tokens": red[3], "spike": spike, "local": local_loss}
+        self._pending = {"loss": mean_loss, "grad_norm": grad_norm, "tokens": step_part[2], "spike": spike,
+                         "source_loss": source_loss, "culprit": culprit, "culprit_step": culprit_step}
         if spike:
             self._bus.publish(
                 SpikeEvent(
@@ -479,39 +350,53 @@ class TrainingStateMonitor(L.Callback):
             for det in self.detectors:
                 det.accept(values[det.metric])
 
+    def _accumulate_sources(self, outputs, batch) -> torch.Tensor | None:
+        """This step's local per-source (loss sums, counts), added to the running accumulator."""
+        sample_loss = outputs.get("sample_loss") if isinstance(outputs, Mapping) else None
+        sids = batch.get("source_ids") if isinstance(batch, Mapping) else None
+        if sample_loss is None or sids is None:
+            return None
+        if not self.source_names:
+            self.source_names = [f"source{i}" for i in range(16)]
+        n = len(self.source_names)
+        ids = sids.detach().cpu().long()
+        if ids.numel() and int(ids.max()) >= n:
+            raise ValueError(f"batch has source id {int(ids.max())} but only {n} source names are known: {self.source_names}")
+        sl = sample_loss.detach().double().cpu()
+        now = torch.zeros(2 * n, dtype=torch.float64)
+        now[:n].index_add_(0, ids, sl)
+        now[n:].index_add_(0, ids, torch.ones_like(sl))
+        if self._src_acc is None or len(self._src_acc) != 2 * n:
+            self._src_acc = torch.zeros(2 * n, dtype=torch.float64)
+        self._src_acc += now
+        return now
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        pending = self._pending
-        self._pending = None
-        if pending is None:  # no optimizer step ran (e.g. manual optimization): use the returned loss
+        pending, self._pending = self._pending, None
+        if pending is None:  # no optimizer step ran (e.g. manual optimization): reduce here
             loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
             value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float("nan")
-            red = _all_reduce_sum(trainer, [value, float(self._step_tokens)])
-            pending = {"loss": red[0] / max(1, trainer.world_size), "grad_norm": float("nan"), "tokens": red[1], "spike": False}
+            self.reducer.add("step", [value, float(self._step_tokens)])
+            self._queue_periodic()
+            red = self.reducer.reduce(trainer)
+            source_loss, culprit, culprit_step = self._consume_periodic(red)
+            pending = {"loss": float(red["step"][0]) / max(1, trainer.world_size), "grad_norm": float("nan"),
+                       "tokens": float(red["step"][1]), "spike": False, "source_loss": source_loss,
+                       "culprit": culprit, "culprit_step": culprit_step}
         step = self.step
         if not self._skipped_now:
             self.tokens += int(pending["tokens"])
-        source_loss = self._source_losses(trainer, outputs, batch, bool(pending["spike"]))
-        culprit = None
-        if pending["spike"] and source_loss:
-            rise = {k: (v - self.source_loss_ema[k]) / max(abs(self.source_loss_ema[k]), 1e-12)
-                    for k, v in source_loss.items() if k in self.source_loss_ema}
-            if rise and max(rise.values()) >= self.blame_threshold:
-                culprit = max(rise, key=rise.get)
-        if not pending["spike"]:
-            for k, v in source_loss.items():
-                old = self.source_loss_ema.get(k)
-                self.source_loss_ema[k] = v if old is None else self.source_ema * old + (1 - self.source_ema) * v
-        h = self.history
-        h["step"].append(step)
-        h["tokens"].append(self.tokens)
-        h["loss"].append(pending["loss"])
-        h["grad_norm"].append(pending["grad_norm"])
-        h["spike"].append(bool(pending["spike"]))
-        h["skipped"].append(self._skipped_now)
-        h["source_loss"].append(source_loss)
+        now = self._accumulate_sources(outputs, batch)
+        self._src_steps += 1
+        if pending["spike"] and now is not None:
+            self._blame = (step, now)  # reduced with the next step's collective
+        source_loss = pending["source_loss"]
+        self.history.append(step, self.tokens, pending["loss"], pending["grad_norm"], bool(pending["spike"]),
+                            self._skipped_now, source_loss)
         self._bus.publish(
             StepEvent(step=step, tokens=self.tokens, loss=pending["loss"], grad_norm=pending["grad_norm"],
-                      source_loss=source_loss, spike=bool(pending["spike"]), skipped=self._skipped_now, culprit=culprit)
+                      source_loss=source_loss, spike=bool(pending["spike"]), skipped=self._skipped_now,
+                      culprit=pending["culprit"], culprit_step=pending["culprit_step"])
         )
         if self.plateau is not None and not pending["spike"]:
             slope = self.plateau.update(pending["loss"])
@@ -520,7 +405,7 @@ class TrainingStateMonitor(L.Callback):
         if self.heldout_every and step > 0 and step % self.heldout_every == 0:
             self.evaluate_heldout(trainer, pl_module)
         if self.trajectory_every and step > 0 and step % self.trajectory_every == 0:
-            self.record_trajectory(pl_module)
+            self._queue_trajectory(trainer, pl_module)
         if self.log_metrics and math.isfinite(pending["loss"]):
             metrics = {"hm/loss": pending["loss"], "hm/tokens": float(self.tokens), "hm/spike": float(pending["spike"])}
             if math.isfinite(pending["grad_norm"]):
@@ -528,35 +413,13 @@ class TrainingStateMonitor(L.Callback):
             metrics.update({f"hm/loss_{k}": v for k, v in source_loss.items()})
             pl_module.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=False, rank_zero_only=True)
 
-    def _source_losses(self, trainer, outputs, batch, spike: bool) -> dict[str, float]:
-        """Accumulate per-source loss locally; all-reduce every ``source_loss_every`` steps and at spikes."""
-        sample_loss = outputs.get("sample_loss") if isinstance(outputs, Mapping) else None
-        sids = batch.get("source_ids") if isinstance(batch, Mapping) else None
-        if sample_loss is not None and sids is not None:
-            if not self.source_names:
-                self.source_names = [f"source{i}" for i in range(16)]
-            n = len(self.source_names)
-            ids = sids.detach().cpu().long()
-            if ids.numel() and int(ids.max()) >= n:
-                raise ValueError(f"batch has source id {int(ids.max())} but only {n} source names are known")
-            sl = sample_loss.detach().double().cpu()
-            if self._src_acc is None or len(self._src_acc) != 2 * n:
-                self._src_acc = torch.zeros(2 * n, dtype=torch.float64)
-            self._src_acc[:n].index_add_(0, ids, sl)
-            self._src_acc[n:].index_add_(0, ids, torch.ones_like(sl))
-        self._src_steps += 1
-        if self._src_acc is None or not (spike or self._src_steps >= self.source_loss_every):
-            return {}
-        n = len(self._src_acc) // 2
-        red = _all_reduce_sum(trainer, self._src_acc.tolist())
-        self._src_acc.zero_()
-        self._src_steps = 0
-        return {self.source_names[i]: red[i] / red[n + i] for i in range(n) if red[n + i] > 0}
-
     # ---------------------------------------------------------------- periodic probes
     @torch.no_grad()
     def evaluate_heldout(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        """Held-out loss per source (needs ``datamodule.heldout_batches()`` and ``pl_module.per_sample_loss``)."""
+        """Held-out loss per source (needs ``datamodule.heldout_batches()`` and ``pl_module.per_sample_loss``).
+
+        Every rank evaluates the same batches (so no collective is needed; sharded models run the forward
+        on all ranks together)."""
         dm = getattr(trainer, "datamodule", None)
         if dm is None or not hasattr(dm, "heldout_batches") or not hasattr(pl_module, "per_sample_loss"):
             return {}
@@ -571,92 +434,56 @@ class TrainingStateMonitor(L.Callback):
         self._bus.publish(HeldOutEvent(step=self.step, tokens=self.tokens, losses=losses))
         return losses
 
-    def record_trajectory(self, pl_module: torch.nn.Module, tokens: int | None = None) -> dict[str, float]:
-        """Record std-over-layers curves now; return the per-type distance to the previous record (per 1B tokens)."""
-        tokens = self.tokens if tokens is None else int(tokens)
-        curves = layer_std_curves(pl_module.named_parameters())
+    def _queue_trajectory(self, trainer: L.Trainer, pl_module: torch.nn.Module) -> None:
+        """Compute this rank's std sums now; they are reduced with the next step's collective."""
+        keys, table = layer_std_stats(pl_module.named_parameters(), count_replicated=trainer.global_rank == 0)
+        if table is not None:
+            self._traj_pending = (self.step, self.tokens, keys, table)
+
+    def _add_trajectory(self, step: int, tokens: int, curves: dict[str, list[float]]) -> dict[str, float]:
         dist: dict[str, float] = {}
-        if self.trajectory and tokens > self.trajectory[-1][1]:
-            dist = trajectory_distances(self.trajectory[-1][2], self.trajectory[-1][1], curves, tokens)
+        last = self.trajectory_last
+        if last is not None and tokens > last[1]:
+            dist = trajectory_distances(last[2], last[1], curves, tokens)
             self.trajectory_dist.append((tokens, dist))
-        step = self.step
-        if not self.trajectory or tokens > self.trajectory[-1][1]:
-            self.trajectory.append((step, tokens, curves))
+        if last is None or tokens > last[1]:
+            self.trajectory_last = (step, tokens, curves)
         return dist
 
+    def record_trajectory(self, trainer: L.Trainer, pl_module: torch.nn.Module) -> dict[str, float]:
+        """Record std-over-layers curves now (one collective; every rank must call it); return the per-type
+        distance to the previous record (per 1B tokens)."""
+        keys, table = layer_std_stats(pl_module.named_parameters(), count_replicated=trainer.global_rank == 0)
+        if table is None:
+            return {}
+        self.reducer.add("traj_now", table)
+        red = self.reducer.reduce(trainer)
+        return self._add_trajectory(self.step, self.tokens, curves_from_stats(keys, red["traj_now"]))
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        if not self.trajectory_every and (not self.trajectory or self.tokens > self.trajectory[-1][1]):
-            self.record_trajectory(pl_module)
+        if not self.trajectory_every and (self.trajectory_last is None or self.tokens > self.trajectory_last[1]):
+            self.record_trajectory(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._traj_pending is not None:  # the last probe has no next step to ride along with
+            step, tokens, keys, table = self._traj_pending
+            self._traj_pending = None
+            self.reducer.add("traj", table)
+            self._add_trajectory(step, tokens, curves_from_stats(keys, self.reducer.reduce(trainer)["traj"]))
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        if self.dashboard and _is_rank_zero() and self.history["step"]:
+        if self.dashboard and _is_rank_zero(trainer) and len(self.history) and self.out_dir is not None:
             try:
                 self.save_dashboard(self.out_dir / "heurimentor_dashboard.png")
             except Exception as err:  # a plotting problem must never fail a training run
-                import warnings
-
                 warnings.warn(f"could not write the HeuriMentor dashboard: {err}", stacklevel=2)
 
-    # ---------------------------------------------------------------- dashboard
     def save_dashboard(self, path: str | Path) -> Path:
-        """Write a 2x2 PNG: loss (spikes, skips, rollbacks), per-source loss, mixture weights, weight trajectory."""
-        import matplotlib
+        """Write the 2x2 PNG dashboard (see :func:`~lightning_papers.heurimentor.dashboard.save_dashboard`)."""
+        from lightning_papers.heurimentor.dashboard import save_dashboard
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        h = self.history
-        tok = np.asarray(h["tokens"], dtype=float)
-        loss = np.asarray(h["loss"], dtype=float)
-        fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-        ax = axes[0, 0]
-        ax.plot(tok, loss, lw=1, label="train loss (rank mean)")
-        spikes = np.asarray(h["spike"], bool)
-        skipped = np.asarray(h["skipped"], bool)
-        if spikes.any():
-            ax.scatter(tok[spikes], np.nan_to_num(loss[spikes], nan=np.nanmax(loss[np.isfinite(loss)], initial=1.0)),
-                       c="red", marker="x", label="spike", zorder=3)
-        if skipped.any():
-            ax.scatter(tok[skipped], np.nan_to_num(loss[skipped]), facecolors="none", edgecolors="orange", label="skipped step", zorder=3)
-        steps = np.asarray(h["step"])
-        for i, (step, _) in enumerate(self.rollbacks):
-            j = np.searchsorted(steps, step)
-            ax.axvline(tok[min(j, len(tok) - 1)], color="purple", ls="--", lw=1, label="rollback" if i == 0 else None)
-        ax.set(title="training loss", xlabel="tokens", ylabel="loss")
-        ax.legend(fontsize=8)
-        ax = axes[0, 1]
-        names = sorted({k for d in h["source_loss"] for k in d})
-        for k in names:
-            pts = [(t, d[k]) for t, d in zip(tok, h["source_loss"]) if k in d]
-            ax.plot([t for t, _ in pts], [v for _, v in pts], lw=0.8, label=f"train {k}")
-        for k in sorted({k for _, _, d in self.heldout_history for k in d}):
-            ax.plot([t for _, t, _ in self.heldout_history], [d.get(k, np.nan) for _, _, d in self.heldout_history], "o--", ms=3, label=f"held-out {k}")
-        ax.set(title="per-source loss", xlabel="tokens")
-        if names or self.heldout_history:
-            ax.legend(fontsize=7)
-        ax = axes[1, 0]
-        if self.weights_history:
-            wnames = sorted({k for _, _, w in self.weights_history for k in w})
-            wt = [t for _, t, _ in self.weights_history] + [tok[-1] if len(tok) else 0]
-            for k in wnames:
-                ws = [w.get(k, 0.0) for _, _, w in self.weights_history]
-                ax.step(wt, ws + ws[-1:], where="post", label=k)
-            ax.legend(fontsize=8)
-        ax.set(title="mixture weights", xlabel="tokens", ylim=(0, 1))
-        ax = axes[1, 1]
-        if self.trajectory_dist:
-            types = sorted({k for _, d in self.trajectory_dist for k in d})
-            for k in types:
-                ax.plot([t for t, _ in self.trajectory_dist], [d.get(k, np.nan) for _, d in self.trajectory_dist], marker=".", label=k)
-            ax.set_yscale("log")
-            ax.legend(fontsize=6)
-        ax.set(title="weight trajectory: Fréchet(std over layers) per 1B tokens", xlabel="tokens")
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        return path
+        return save_dashboard(path, self.history, list(self.heldout_history), list(self.weights_history),
+                              list(self.rollbacks), list(self.trajectory_dist))
 
     # ---------------------------------------------------------------- state
     def rebaseline(self) -> None:
@@ -673,14 +500,15 @@ class TrainingStateMonitor(L.Callback):
             "step": self.step,
             "src_acc": None if self._src_acc is None else self._src_acc.clone(),
             "src_steps": self._src_steps,
+            "blame": None if self._blame is None else (self._blame[0], self._blame[1].clone()),
             "consecutive": self.consecutive,
             "source_loss_ema": dict(self.source_loss_ema),
             "source_names": list(self.source_names),
-            "history": {k: list(v) for k, v in self.history.items()},
+            "history": self.history.state_dict(),
             "heldout_history": list(self.heldout_history),
             "weights_history": list(self.weights_history),
             "rollbacks": list(self.rollbacks),
-            "trajectory": list(self.trajectory),
+            "trajectory_last": self.trajectory_last,
             "trajectory_dist": list(self.trajectory_dist),
         }
 
@@ -695,17 +523,21 @@ class TrainingStateMonitor(L.Callback):
         acc = state_dict.get("src_acc")
         self._src_acc = None if acc is None else acc.clone()
         self._src_steps = int(state_dict.get("src_steps", 0))
+        blame = state_dict.get("blame")
+        self._blame = None if blame is None else (int(blame[0]), blame[1].clone())
         self.source_loss_ema = dict(state_dict["source_loss_ema"])
         self.source_names = list(state_dict["source_names"]) or self.source_names
-        self.history = {k: list(v) for k, v in state_dict["history"].items()}
-        self.heldout_history = list(state_dict["heldout_history"])
-        self.weights_history = list(state_dict["weights_history"])
-        self.rollbacks = list(state_dict["rollbacks"])
-        self.trajectory = list(state_dict["trajectory"])
-        self.trajectory_dist = list(state_dict["trajectory_dist"])
+        self.history.load_state_dict(state_dict["history"])
+        self.heldout_history = deque(state_dict["heldout_history"], maxlen=self.max_records)
+        self.weights_history = deque(state_dict["weights_history"], maxlen=self.max_records)
+        self.rollbacks = deque(state_dict["rollbacks"], maxlen=self.max_records)
+        self.trajectory_last = state_dict.get("trajectory_last")
+        self.trajectory_dist = deque(state_dict["trajectory_dist"], maxlen=self.max_records)
 
 
-def _is_rank_zero() -> bool:
+def _is_rank_zero(trainer: L.Trainer | None = None) -> bool:
+    if trainer is not None:
+        return trainer.is_global_zero
     import torch.distributed as dist
 
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

@@ -9,12 +9,19 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["discrete_frechet", "layer_std_curves", "parameter_type", "trajectory_distances"]
+__all__ = [
+    "curves_from_stats",
+    "discrete_frechet",
+    "layer_std_curves",
+    "layer_std_stats",
+    "parameter_type",
+    "trajectory_distances",
+]
 
 _LAYER = re.compile(r"\.(\d+)\.")
 
@@ -35,26 +42,17 @@ def parameter_type(name: str) -> tuple[str, int] | None:
     return name[m.end():], int(m.group(1))
 
 
-def layer_std_curves(named_parameters: Iterable[tuple[str, torch.Tensor]]) -> dict[str, list[float]]:
-    """Std of each layer's weights, per parameter type, ordered by layer index.
-
-    Works with FSDP2/DTensor shards: local (sum, sum of squares, count) are all-reduced over the
-    default process group, so every rank gets the std of the full tensors (all ranks must call it).
-
-    Example::
-
-        >>> m = torch.nn.ModuleDict({"layers": torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(3)])})
-        >>> sorted(layer_std_curves(m.named_parameters()))
-        ['bias', 'weight']
-    """
+def layer_std_stats(
+    named_parameters: Iterable[tuple[str, torch.Tensor]], count_replicated: bool = True
+) -> tuple[list[tuple[str, int]], torch.Tensor | None]:
+    """Per layer parameter: this rank's (sum, sum of squares, count), as a (P, 3) float64 tensor on the
+    parameters' device. DTensor shards contribute their local part; replicated tensors are counted only
+    when ``count_replicated`` (pass True on exactly one rank), so summing the tables over ranks gives the
+    statistics of the full tensors."""
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover - old torch
         DTensor = ()  # type: ignore[assignment]
-    import torch.distributed as dist
-
-    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    rank0 = not distributed or dist.get_rank() == 0
     keys, stats = [], []
     for name, p in named_parameters:
         key = parameter_type(name)
@@ -63,20 +61,46 @@ def layer_std_curves(named_parameters: Iterable[tuple[str, torch.Tensor]]) -> di
         t = p.detach()
         if isinstance(t, DTensor):
             local = t.to_local().double()
-        else:  # replicated: count it once
-            local = t.double() if rank0 else t.new_zeros(0, dtype=torch.float64)
-        stats.append(torch.stack([local.sum(), (local * local).sum(), torch.tensor(float(local.numel()), dtype=torch.float64)]))
+        else:
+            local = t.double() if count_replicated else t.new_zeros(0, dtype=torch.float64)
+        n = torch.full((), float(local.numel()), dtype=torch.float64, device=local.device)
+        stats.append(torch.stack([local.sum(), (local * local).sum(), n]))
         keys.append(key)
-    if not stats:
-        return {}
-    table = torch.stack(stats).cpu()
-    if distributed:
-        dist.all_reduce(table)
+    return keys, (torch.stack(stats) if stats else None)
+
+
+def curves_from_stats(keys: Sequence[tuple[str, int]], table: torch.Tensor) -> dict[str, list[float]]:
+    """Std-over-layers curves from rank-summed (sum, sum of squares, count) rows."""
     curves: dict[str, dict[int, float]] = defaultdict(dict)
-    for (ptype, layer), (s, ss, n) in zip(keys, table.tolist()):
+    for (ptype, layer), (s, ss, n) in zip(keys, table.reshape(-1, 3).tolist()):
         var = max(ss / n - (s / n) ** 2, 0.0) * n / max(n - 1, 1)
         curves[ptype][layer] = math.sqrt(var)
     return {k: [v[i] for i in sorted(v)] for k, v in sorted(curves.items())}
+
+
+def layer_std_curves(
+    named_parameters: Iterable[tuple[str, torch.Tensor]],
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    count_replicated: bool = True,
+) -> dict[str, list[float]]:
+    """Std of each layer's weights, per parameter type, ordered by layer index.
+
+    Sharded (DTensor) parameters: pass ``reduce``, a function summing a tensor over ranks (e.g.
+    ``lambda t: trainer.strategy.reduce(t, reduce_op="sum")``), and ``count_replicated=True`` on one rank
+    only; the monitor batches these sums into its per-step collective instead.
+
+    Example::
+
+        >>> m = torch.nn.ModuleDict({"layers": torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(3)])})
+        >>> sorted(layer_std_curves(m.named_parameters()))
+        ['bias', 'weight']
+    """
+    keys, table = layer_std_stats(named_parameters, count_replicated)
+    if table is None:
+        return {}
+    if reduce is not None:
+        table = reduce(table)
+    return curves_from_stats(keys, table.cpu())
 
 
 def discrete_frechet(p: Sequence[Sequence[float]] | np.ndarray, q: Sequence[Sequence[float]] | np.ndarray) -> float:

@@ -27,6 +27,13 @@ def test_fsdp_two_processes_skip_together_and_reshard_to_one(tmp_path):
     r0 = json.loads((tmp_path / "train_rank0.json").read_text())
     r1 = json.loads((tmp_path / "train_rank1.json").read_text())
     assert r0["skipped"] == r1["skipped"] == [4]  # the spike happened on rank 1 only
+    # every collective went through trainer.strategy on the root device, in the same order on both ranks
+    assert r0["violations"] == r1["violations"] == []
+    assert r0["collectives"] == r1["collectives"]
+    hm = [c for c in r0["collectives"] if c[-1]]  # the ones HeuriMentor issued
+    assert all(c[0] == "reduce" and c[4] == "cpu" for c in hm)
+    assert [c[1] for c in hm] == [0, 1, 2, 3, 4, 5, 6]  # one per step, plus the trajectory record at the checkpoint
+    assert hm[5][2] == [4 + 2 * 3]  # step 5 carries the per-source blame of the spike at step 4 (3 sources)
     assert r0["unchanged_at_spike"] and r1["unchanged_at_spike"]
     assert r0["changed_before"] and r1["changed_before"]
     assert not set(r0["ids"]) & set(r1["ids"])  # each rank its own slice

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 import torch
 
-from lightning_papers.heurimentor.mixture import MixtureDataModule, MixtureSampler, Stage
+from lightning_papers.heurimentor import MixtureDataModule, MixtureSampler, Stage
 
 SIZES = {"a": 3000, "b": 3000, "c": 3000}
 

@@ -128,12 +128,14 @@ def test_monitor_validates_and_writes_a_dashboard(tmp_path):
         TrainingStateMonitor(detectors=[{"kind": "zscore"}, {"kind": "zscore"}])
     tsm = TrainingStateMonitor()
     for i, v in enumerate(stream(30)):
-        for k, x in {"step": i, "tokens": 100 * i, "loss": v, "grad_norm": 1.0, "spike": i == 20,
-                     "skipped": i == 20, "source_loss": {"a": v, "b": v + 0.1}}.items():
-            tsm.history[k].append(x)
-    tsm.weights_history = [(0, 0, {"a": 0.5, "b": 0.5}), (10, 1000, {"a": 0.2, "b": 0.8})]
-    tsm.trajectory_dist = [(1000, {"mlp": 1.0, "attn": 0.5}), (2000, {"mlp": 0.5, "attn": 0.2})]
+        tsm.history.append(i, 100 * i, v, 1.0, i == 20, i == 20, {"a": v, "b": v + 0.1})
+    tsm.weights_history.extend([(0, 0, {"a": 0.5, "b": 0.5}), (10, 1000, {"a": 0.2, "b": 0.8})])
+    tsm.trajectory_dist.extend([(1000, {"mlp": 1.0, "attn": 0.5}), (2000, {"mlp": 0.5, "attn": 0.2})])
+    import matplotlib
+
+    backend = matplotlib.get_backend()
     path = tsm.save_dashboard(tmp_path / "dash.png")
     assert path.stat().st_size > 10_000
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.get_backend() == backend  # drawn on a Figure: the user's backend is untouched

@@ -8,7 +8,9 @@ tiny Llama on CPython's bundled documentation so that it runs anywhere, offline.
 
 1. Load (or train) the model and tokenize your text.
 2. Quantize a copy with plain W4A4 and one with SpikeLLM W4A4 (10% salient channels, +1 GIF bit).
-3. Compare perplexity on held-out windows, save the SpikeLLM model, reload it, generate.
+3. Compare perplexity on held-out windows, save the SpikeLLM model as a packed low-bit checkpoint, reload it,
+   generate. (For a model larger than your GPU, pass device="cuda", offload=True to quantize(), or use
+   quantize_pretrained(MODEL_DIR, ...) to stream it from its safetensors shards.)
 """
 
 import copy
@@ -26,6 +28,7 @@ from lightning_papers.spikellm import (
     train_tiny_llama,
 )
 from lightning_papers.spikellm.commands import load_causal_lm
+from lightning_papers.spikellm.measure import directory_bytes, fp16_file_bytes
 
 MODEL_DIR = None  # e.g. "/models/Llama-2-7b-hf" (a local directory: nothing is downloaded)
 TOKENIZER_DIR = None  # e.g. the same directory; None = bytes (vocab 256, the tiny model's)
@@ -61,11 +64,12 @@ for name, config in settings.items():
         f"A{report.avg_activation_bits:.2f}  ({report.seconds:.1f} s)"
     )
 
-# Save: save_pretrained-compatible weights + the quantization state (salient masks, config).
+# Save: a packed checkpoint (4-bit codes two per byte, scales, salient channel indices) + config.
 spiking = quantized["SpikeLLM W4A4"]
 with tempfile.TemporaryDirectory() as tmp:
-    save_quantized(spiking, tmp)
-    reloaded = load_quantized(tmp)
+    out = save_quantized(spiking, f"{tmp}/spikellm-w4a4")
+    print(f"packed checkpoint: {directory_bytes(out) / 1024:.0f} KiB (fp16 file: {fp16_file_bytes(model) / 1024:.0f} KiB)")
+    reloaded = load_quantized(out)
     probe = calibration[:2]
     same = torch.equal(spiking(input_ids=probe).logits, reloaded(input_ids=probe).logits)
     print(f"reloaded from {tmp}: identical logits = {same}")

@@ -1,8 +1,11 @@
-"""SpikeLLM benchmark: perplexity of a tiny Llama trained on CPython's docs under each quantization setting."""
+"""SpikeLLM benchmark: perplexity of a tiny Llama trained on CPython's docs under each quantization setting, in
+the plain model and in a regime with planted token-dependent massive activations; packed checkpoint sizes;
+peak memory of layer-streamed quantization over a layer-count sweep."""
 
 from __future__ import annotations
 
 import copy
+import tempfile
 import time
 from pathlib import Path
 
@@ -10,61 +13,140 @@ import torch
 
 from lightning_papers.bench.report import BenchReport, mean_std
 
-# (label, SpikeLLMConfig kwargs), quantized from the same trained weights.
-_BASE, _SPIKE = "OmniQuant-style W4A4", "SpikeLLM W4A4 (OmniQuant, first-order, 10% salient, +1 bit)"
-_RTN, _RTN_SPIKE, _RTN_ALL = (
-    "RTN W4A4", "SpikeLLM W4A4 (RTN, first-order, 10% salient, +1 bit)", "ablation: every channel +1 bit (RTN, salient fraction 1)",
-)  # fmt: skip
-_SETTINGS: list[tuple[str, dict]] = [
-    ("RTN W4A4", dict(w_bits=4, a_bits=4, extra_bits=0, salient_fraction=0.0, pipeline="rtn")),
-    ("OmniQuant-style W4A4", dict(w_bits=4, a_bits=4, extra_bits=0, salient_fraction=0.0, pipeline="omniquant")),
+W4A4 = dict(w_bits=4, a_bits=4)
+_PLAIN: list[tuple[str, dict]] = [
+    ("RTN W4A4", dict(**W4A4, extra_bits=0, pipeline="rtn")),
+    ("OmniQuant-style W4A4", dict(**W4A4, extra_bits=0, pipeline="omniquant")),
     ("SpikeLLM W4A4 (OmniQuant, first-order, 10% salient, +1 bit)",
-     dict(w_bits=4, a_bits=4, extra_bits=1, salient_fraction=0.1, saliency="first_order", pipeline="omniquant")),
+     dict(**W4A4, extra_bits=1, salient_fraction=0.1, pipeline="omniquant")),
     ("control: random saliency W4A4 (OmniQuant, 10%, +1 bit)",
-     dict(w_bits=4, a_bits=4, extra_bits=1, salient_fraction=0.1, saliency="random", pipeline="omniquant")),
-    ("SpikeLLM W4A4 (RTN, first-order, 10% salient, +1 bit)",
-     dict(w_bits=4, a_bits=4, extra_bits=1, salient_fraction=0.1, saliency="first_order", pipeline="rtn")),
-    ("ablation: every channel +1 bit (RTN, salient fraction 1)",
-     dict(w_bits=4, a_bits=4, extra_bits=1, salient_fraction=1.0, pipeline="rtn")),
-    ("GPTQ W3A16", dict(w_bits=3, a_bits=16, extra_bits=0, salient_fraction=0.0, pipeline="gptq")),
-    ("GPTQ W2A16", dict(w_bits=2, a_bits=16, extra_bits=0, salient_fraction=0.0, pipeline="gptq")),
+     dict(**W4A4, extra_bits=1, salient_fraction=0.1, saliency="random", pipeline="omniquant")),
+    ("SpikeLLM W4A4 (RTN, first-order, 10% salient, +1 bit)", dict(**W4A4, extra_bits=1, salient_fraction=0.1)),
+    ("GPTQ W3A16", dict(w_bits=3, a_bits=16, extra_bits=0, pipeline="gptq")),
+    ("GPTQ W2A16", dict(w_bits=2, a_bits=16, extra_bits=0, pipeline="gptq")),
     ("GPTQ + spiking W2A16 (hessian, 10%, +1 bit)",
-     dict(w_bits=2, a_bits=16, extra_bits=1, salient_fraction=0.1, saliency="hessian", pipeline="gptq",
-          spike="weights")),
+     dict(w_bits=2, a_bits=16, extra_bits=1, salient_fraction=0.1, saliency="hessian", pipeline="gptq", spike="weights")),
     ("ternary (GPTQ, hessian, 10% salient)",
-     dict(w_bits=2, a_bits=16, extra_bits=1, salient_fraction=0.1, saliency="hessian", pipeline="gptq",
-          spike="weights", ternary=True)),
-]
-
-
-# The outlier stress test: the same weights with a few activation-outlier channels planted without
-# changing the function (``plant_outliers``), as trained LLMs have and a 2-layer toy model does not.
-_OUTLIER_SETTINGS: list[tuple[str, dict]] = [
-    ("outliers: RTN W4A4", dict(w_bits=4, a_bits=4, extra_bits=0, salient_fraction=0.0, pipeline="rtn")),
-    ("outliers: SpikeLLM W4A4 (RTN, first-order, 10% salient, +1 bit)",
-     dict(w_bits=4, a_bits=4, extra_bits=1, salient_fraction=0.1, saliency="first_order", pipeline="rtn")),
-    ("outliers: control: random saliency W4A4 (RTN, 10%, +1 bit)",
-     dict(w_bits=4, a_bits=4, extra_bits=1, salient_fraction=0.1, saliency="random", pipeline="rtn")),
-    ("outliers: OmniQuant-style W4A4", dict(w_bits=4, a_bits=4, extra_bits=0, salient_fraction=0.0, pipeline="omniquant")),
-    ("outliers: SpikeLLM W4A4 (OmniQuant, first-order, 10% salient, +1 bit)",
-     dict(w_bits=4, a_bits=4, extra_bits=1, salient_fraction=0.1, saliency="first_order", pipeline="omniquant")),
-]
-
+     dict(w_bits=2, a_bits=16, extra_bits=1, salient_fraction=0.1, saliency="hessian", pipeline="gptq", spike="weights",
+          ternary=True)),
+]  # fmt: skip
+_OUTLIERS: list[tuple[str, dict]] = [
+    ("outliers: RTN W4A4", dict(**W4A4, extra_bits=0)),
+    ("outliers: SpikeLLM W4A4 (RTN, first-order, 10%, +1 bit)", dict(**W4A4, extra_bits=1, salient_fraction=0.1)),
+    ("outliers: control: random saliency (RTN, 10%, +1 bit)",
+     dict(**W4A4, extra_bits=1, salient_fraction=0.1, saliency="random")),
+    ("outliers: OmniQuant-style W4A4", dict(**W4A4, extra_bits=0, pipeline="omniquant")),
+]  # fmt: skip
+# the two spiking settings the paper uses at W4A4; the benchmark picks one on the dev windows
+_SPIKE_CHOICES = {"+1 bit on 10%": dict(extra_bits=1, salient_fraction=0.1),
+                  "+2 bits on 5%": dict(extra_bits=2, salient_fraction=0.05)}  # fmt: skip
+_MASSIVE_FACTOR, _MASSIVE_CHANNELS = 100.0, 2
 # Paper, LLaMA-2-7B WikiText-2 (fp 5.47): OmniQuant W4A4 15.25 -> SpikeLLM 11.36.
 _PAPER_FP, _PAPER_BASE, _PAPER_SPIKE = 5.47, 15.25, 11.36
+_GOAL = 25.51
 
 
 def _reduction(base: float, spike: float) -> float:
     return 100.0 * (base - spike) / base
 
 
-def _gap_closed(fp: float, base: float, spike: float) -> float:
-    """Share of the quantization gap ``base - fp`` that spiking recovers, in percent."""
-    return 100.0 * (base - spike) / max(base - fp, 1e-12)
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _massive_stats(model, ids: torch.Tensor, chosen: dict[int, list[int]]) -> tuple[float, float]:
+    """(max of the planted channels / median |h| of the layer, share of tokens where one exceeds 100x the median)."""
+    store = {}
+    layers = model.model.layers
+    hooks = [layers[i].mlp.down_proj.register_forward_hook(
+        lambda _m, inp, _o, i=i: store.__setitem__(i, inp[0].detach().reshape(-1, inp[0].shape[-1]).abs()))
+        for i in chosen]  # fmt: skip
+    with torch.no_grad():
+        model(input_ids=ids, use_cache=False)
+    for h in hooks:
+        h.remove()
+    ratios, shares = [], []
+    for i, ch in chosen.items():
+        h = store[i]
+        med = float(h.median())
+        ratios.append(float(h[:, ch].max()) / med)
+        shares.append(float((h[:, ch].amax(1) > 100 * med).float().mean()))
+    return max(ratios), _mean(shares)
+
+
+def _packed_rows(quick: bool) -> tuple[list[list], float]:
+    """Packed checkpoint size vs the fp16 file for a random-weight Llama whose embeddings are ~4% of its weights
+    (as LLaMA-2-7B's), plus whether reloading gives bit-identical logits."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lightning_papers.spikellm import SpikeLLMConfig, load_quantized, quantize, save_quantized
+    from lightning_papers.spikellm.measure import directory_bytes, fp16_file_bytes
+
+    settings = [("W4 per channel, A4 with 10% salient (+1 bit) activation channels", dict(**W4A4)),
+                ("W4 with 10% salient weight columns (+1 bit spike residual), A16",
+                 dict(w_bits=4, a_bits=16, extra_bits=1, salient_fraction=0.1, spike="weights")),
+                ("W3, groups of 128", dict(w_bits=3, a_bits=16, extra_bits=0, group_size=128)),
+                ("ternary with 10% salient columns (2-bit GIF spikes)",
+                 dict(w_bits=2, a_bits=16, extra_bits=1, salient_fraction=0.1, spike="weights", ternary=True))]
+    if quick:
+        settings = settings[1:2]
+    cfg = LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+                      tie_word_embeddings=False)  # fmt: skip
+    ids = torch.randint(0, 256, (8, 64), generator=torch.Generator().manual_seed(0))
+    rows, first = [], None
+    for label, kw in settings:
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(cfg).eval()
+        fp16 = fp16_file_bytes(model)
+        quantize(model, ids, SpikeLLMConfig(nsamples=8, seqlen=64, **kw), progress=False)
+        model.half()  # distributed in fp16: embeddings, norms and head stay fp16 beside the packed linears
+        with tempfile.TemporaryDirectory() as tmp:
+            save_quantized(model, Path(tmp) / "q")
+            size = directory_bytes(Path(tmp) / "q")
+            again = load_quantized(Path(tmp) / "q")
+            with torch.no_grad():
+                same = torch.equal(model(input_ids=ids[:2]).logits, again(input_ids=ids[:2]).logits)
+        rows.append([label, f"{size / 2**20:.2f}", f"{fp16 / 2**20:.2f}", f"{size / fp16:.3f}", str(same)])
+        first = size / fp16 if first is None and "weight columns" in label else first
+    return rows, first if first is not None else float("nan")
+
+
+def _memory_rows() -> tuple[list[list], bool, float, list[float]]:
+    """Peak RSS of quantizing random Llamas with 2, 4 and 8 layers (fresh processes): streamed from the shards
+    (one layer in memory) and in memory (the whole model loaded)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lightning_papers.spikellm.measure import peak_rss_of_quantization
+
+    rows, stream, extra = [], [], []
+    layer_mib = 0.0
+    for n in (2, 4, 8):
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.manual_seed(0)
+            model = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=512, intermediate_size=1376,
+                                                 num_hidden_layers=n, num_attention_heads=8))  # fmt: skip
+            weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+            layer_mib = sum(p.numel() * p.element_size() for p in model.model.layers[0].parameters()) / 2**20
+            model.save_pretrained(Path(tmp) / "fp")
+            del model
+            s = peak_rss_of_quantization("stream", Path(tmp) / "fp", Path(tmp) / "s") / 2**20
+            m = peak_rss_of_quantization("memory", Path(tmp) / "fp", Path(tmp) / "m") / 2**20
+        stream.append(s)
+        extra.append(m - weights)
+        rows.append([n, f"{weights:.0f}", f"{s:.0f}", f"{m:.0f}", f"{m - weights:.0f}"])
+    flat = (max(stream) - min(stream)) < layer_mib and (max(extra) - min(extra)) < layer_mib
+    return rows, flat, layer_mib, stream
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def run(quick: bool = False, out_dir: Path | None = None) -> BenchReport:
-    """Train the tiny model once, then quantize a copy per setting and measure validation perplexity."""
+    """Train the tiny model once, quantize a copy per setting and calibration draw, measure perplexity; then
+    checkpoint sizes and (full run) peak memory."""
     from lightning_papers.data import TextDataModule
     from lightning_papers.spikellm import (
         SpikeLLMConfig,
@@ -73,116 +155,167 @@ def run(quick: bool = False, out_dir: Path | None = None) -> BenchReport:
         quantize,
         train_tiny_llama,
     )
+    from lightning_papers.spikellm.tiny import plant_massive_activations
 
     torch.manual_seed(0)
     seqlen = 64
     dm = TextDataModule(seq_len=seqlen, seed=0)
     dm.setup()
     start = time.perf_counter()
-    model = train_tiny_llama(steps=150 if quick else 600, seq_len=seqlen, tokens=dm.tokens("train"), seed=0)
+    steps = 150 if quick else 600
+    model = train_tiny_llama(steps=steps, seq_len=seqlen, tokens=dm.tokens("train"), seed=0).eval()
     train_s = time.perf_counter() - start
-    model.eval()
-    val = dm.tokens("val")[: (16 if quick else 256) * seqlen]
+    n_win = 16 if quick else 128
+    val = dm.tokens("val")
+    dev, test = val[: n_win * seqlen], val[n_win * seqlen : 2 * n_win * seqlen]  # choose on dev, report test
     nsamples = 16 if quick else 64
-    # several calibration draws (and random-saliency seeds): the W4A4 differences are small on this model
     seeds = [2] if quick else [2, 3, 4]
-    calibs = {seed: dm.calibration_batches(nsamples=nsamples, seqlen=seqlen, seed=seed) for seed in seeds}
-    fp = perplexity(model, val, seqlen=seqlen)
-    outlier_model = plant_outliers(copy.deepcopy(model))
-    fp_outliers = perplexity(outlier_model, val, seqlen=seqlen)
+    calibs = {s: dm.calibration_batches(nsamples=nsamples, seqlen=seqlen, seed=s) for s in seeds}
+    epochs = 2 if quick else 20
+    fp = perplexity(model, test, seqlen=seqlen)
     rows: list[list] = [["full precision", 16.0, 16.0, f"{fp:.3f}", 1.0, 0.0]]
     ppl: dict[str, list[float]] = {}
-    act_bits: dict[str, float] = {}
+    dev_ppl: dict[str, list[float]] = {}
+    bits: dict[str, float] = {}
 
-    def avg(label: str) -> float:
-        return sum(ppl[label]) / len(ppl[label])
-
-    settings = _SETTINGS if not quick else [s for s in _SETTINGS if s[0] in (_RTN, _BASE, _SPIKE)]
-    outlier_settings = _OUTLIER_SETTINGS if not quick else _OUTLIER_SETTINGS[:2]
-    for source, group in ((model, settings), (outlier_model, outlier_settings)):
-        if source is outlier_model:
-            rows.append(["outliers: full precision (planted, function unchanged)", 16.0, 16.0, f"{fp_outliers:.3f}",
-                         fp_outliers / fp, 0.0])  # fmt: skip
-        for label, kwargs in group:
-            extra = dict(epochs=2) if quick and kwargs["pipeline"] == "omniquant" else {}
-            ppl[label], seconds = [], []
-            for seed in seeds:
-                config = SpikeLLMConfig(nsamples=nsamples, seqlen=seqlen, seed=seed, **kwargs, **extra)
-                qmodel = copy.deepcopy(source)
-                report = quantize(qmodel, calibs[seed], config, progress=False)
-                ppl[label].append(perplexity(qmodel, val, seqlen=seqlen))
-                seconds.append(report.seconds)
-            act_bits[label] = report.avg_activation_bits
+    def measure(label: str, source, kwargs: dict, with_dev: bool = False, row: bool = True) -> None:
+        ppl[label], dev_ppl[label], secs = [], [], []
+        for seed in seeds:
+            extra = {"epochs": epochs} if kwargs.get("pipeline") == "omniquant" else {}
+            config = SpikeLLMConfig(nsamples=nsamples, seqlen=seqlen, seed=seed, **kwargs, **extra)
+            qmodel = copy.deepcopy(source)
+            report = quantize(qmodel, calibs[seed], config, progress=False)
+            ppl[label].append(perplexity(qmodel, test, seqlen=seqlen))
+            if with_dev:
+                dev_ppl[label].append(perplexity(qmodel, dev, seqlen=seqlen))
+            secs.append(report.seconds)
+        bits[label] = report.avg_activation_bits
+        if row:
             rows.append([label, report.avg_weight_bits, report.avg_activation_bits, mean_std(ppl[label]),
-                         avg(label) / fp, sum(seconds) / len(seeds)])  # fmt: skip
+                         _mean(ppl[label]) / fp, _mean(secs)])  # fmt: skip
 
-    base, spike = avg(_BASE), avg(_SPIKE)
+    # 1. the plain tiny model
+    for label, kw in _PLAIN if not quick else _PLAIN[:1]:
+        measure(label, model, kw)
+    # 2. consistent outlier channels through RMSNorm gains (LET removes them)
+    if not quick:
+        outlier_model = plant_outliers(copy.deepcopy(model))
+        for label, kw in _OUTLIERS:
+            measure(label, outlier_model, kw)
+    # 3. token-dependent massive activations at the down-projection inputs
+    massive = copy.deepcopy(model)
+    chosen = plant_massive_activations(massive, dm.calibration_batches(32, seqlen, seed=1), factor=_MASSIVE_FACTOR,
+                                       channels=_MASSIVE_CHANNELS)  # fmt: skip
+    fp_massive = perplexity(massive, test, seqlen=seqlen)
+    n_probe = min(32, test.numel() // seqlen)
+    peak_ratio, token_share = _massive_stats(massive, test[: n_probe * seqlen].view(n_probe, seqlen), chosen)
+    rows.append(["massive: full precision (planted, function unchanged)", 16.0, 16.0, f"{fp_massive:.3f}",
+                 fp_massive / fp, 0.0])  # fmt: skip
+    m_base, m_rtn = "massive: OmniQuant-style W4A4", "massive: RTN W4A4"
+    if not quick:
+        measure(m_rtn, massive, dict(**W4A4, extra_bits=0))
+    measure(m_base, massive, dict(**W4A4, extra_bits=0, pipeline="omniquant"), with_dev=True)
+    spike_labels = {}
+    for name, kw in _SPIKE_CHOICES.items():
+        spike_labels[name] = f"massive: SpikeLLM W4A4 (OmniQuant, first-order, {name})"
+        measure(spike_labels[name], massive, dict(**W4A4, **kw, pipeline="omniquant"), with_dev=True)
+    choice = min(_SPIKE_CHOICES, key=lambda n: _mean(dev_ppl[spike_labels[n]]))
+    m_spike, m_rand = spike_labels[choice], f"massive: control: random saliency ({choice})"
+    measure(m_rand, massive, dict(**W4A4, **_SPIKE_CHOICES[choice], saliency="random", pipeline="omniquant"))
+
+    base, spike, rand = _mean(ppl[m_base]), _mean(ppl[m_spike]), _mean(ppl[m_rand])
     reduction = _reduction(base, spike)
-    per_seed = [_reduction(b, q) for b, q in zip(ppl[_BASE], ppl[_SPIKE])]
-    bound = _reduction(base, fp)  # spiking cannot beat full precision
-    met = reduction >= 25.51 and act_bits[_SPIKE] <= 4.1
-    paper_red = _reduction(_PAPER_BASE, _PAPER_SPIKE)
-    paper_gap = _gap_closed(_PAPER_FP, _PAPER_BASE, _PAPER_SPIKE)
-    o_base, o_spike = avg(outlier_settings[0][0]), avg(outlier_settings[1][0])
-    outlier_line = (
-        f"With planted outliers and the RTN pipeline, SpikeLLM lowers W4A4 perplexity by "
-        f"{_reduction(o_base, o_spike):.1f} % ({o_base:.3f} → {o_spike:.3f}; "
-        f"{_gap_closed(fp_outliers, o_base, o_spike):.0f} % of the gap closed)"
-    )
+    per_draw = [_reduction(b, q) for b, q in zip(ppl[m_base], ppl[m_spike])]
+    gain_first, gain_rand = base - spike, base - rand
+    g_reduction = reduction >= _GOAL and bits[m_spike] <= 4.1
+    g_saliency = gain_first >= 2 * max(gain_rand, 1e-12) or (gain_rand <= 0 < gain_first)
+    plain_line = ""
     if not quick:
-        o_rand = avg(outlier_settings[2][0])
-        o_omni, o_omni_spike = avg(outlier_settings[3][0]), avg(outlier_settings[4][0])
-        outlier_line += (
-            f"; the random-saliency control gets {_reduction(o_base, o_rand):.1f} %. OmniQuant's LET removes"
-            f" these outliers by itself ({o_omni:.3f}), and spiking then changes perplexity by "
-            f"{-_reduction(o_omni, o_omni_spike):+.1f} %"
-        )
-    spread_line = ""
+        plain_base, plain_spike = _mean(ppl[_PLAIN[1][0]]), _mean(ppl[_PLAIN[2][0]])
+        plain_line = f"""On the plain tiny model (no massive activations) OmniQuant-style W4A4 costs only
+{100 * (plain_base / fp - 1):.1f} % perplexity and spiking changes it by {-_reduction(plain_base, plain_spike):+.1f} %: its
+activation error is spread over all channels, which is not what OBSpiking exploits. Rows `outliers:` plant
+consistent outlier channels through RMSNorm gains instead; RTN breaks, but OmniQuant's LET removes them by itself.
+"""
+
+    # 4. packed checkpoints
+    packed, ratio = _packed_rows(quick)
+    g_packed = ratio <= 0.35
+    # 5. memory over a layer-count sweep (full run only: fresh processes take a few seconds each)
+    memory_text, g_memory = "", None
     if not quick:
-        rtn, rtn_spike, rtn_all = avg(_RTN), avg(_RTN_SPIKE), avg(_RTN_ALL)
-        spread_line = (
-            f" With RTN, giving *every* channel the extra bit (4.95 bits) lowers W4A4 perplexity by only "
-            f"{_reduction(rtn, rtn_all):.1f} %; the 10 % first-order-salient channels get "
-            f"{100 * (rtn - rtn_spike) / max(rtn - rtn_all, 1e-12):.0f} % of that gain: this model's activation error "
-            "is spread over its channels, not concentrated in a few outliers, which is what OBSpiking exploits."
-        )
-    notes = f"""Tiny Llama (hidden 64, 2 layers, 4 heads, byte vocabulary) trained for {150 if quick else 600} steps
-on the training split of CPython's bundled documentation ({train_s:.0f} s), then quantized per setting from the same
-weights; perplexity on {len(val) // seqlen} non-overlapping {seqlen}-token windows of the validation split;
-{nsamples} calibration windows; perplexity is the mean ± std over {len(seeds)} calibration draws (seeds
-{", ".join(map(str, seeds))}; also the random-saliency seed). `ppl / fp` is the mean's ratio to full precision in this
-run; seconds are mean quantization wall time. Rows starting `outliers:` quantize the same weights after
-`plant_outliers` (RMSNorm gains of 3 attention and 2 MLP input channels ×20, the matching weight columns ÷20: the
-function is unchanged, but the linears now see the few large input channels that trained LLMs have and this toy
-model does not develop).
+        mem_rows, g_memory, layer_mib, stream = _memory_rows()
+        memory_text = f"""
 
-**Goal (issue 7): SpikeLLM's relative W4A4 perplexity reduction over its OmniQuant-style baseline ≥ 25.51 % (the
-paper's LLaMA-2-7B number) at ≤ 4.1 average activation bits: {"met" if met else "not met"}** — reduction
-{reduction:.1f} % of the mean (per calibration draw: {", ".join(f"{r:+.1f} %" for r in per_seed)}) at
-{act_bits[_SPIKE]:.2f} average activation bits.
+**Peak memory of quantization** (RTN W4A4 of random Llamas, hidden 512, one fresh process each; RSS includes
+~{min(stream) - 0:.0f} MiB of Python, PyTorch and transformers). Streamed from the safetensors shards
+(`quantize_pretrained`: layers on the meta device, one loaded at a time, packed output written per layer) the
+peak is flat in the layer count; loaded whole (`quantize` in place) it grows only by the stored weights.
+One decoder layer is {layer_mib:.1f} MiB (fp32). Goal: peak memory flat in layer count —
+**{"met" if g_memory else "not met"}** (spread below one layer in both columns: streamed
+{max(stream) - min(stream):.1f} MiB).
 
-Why: here the OmniQuant-style W4A4 model is only {100 * (base / fp - 1):.1f} % worse than full precision, so no
-method can reduce its perplexity by more than {bound:.1f} %; the goal is out of reach on this model by construction.
-The comparable number is the share of the quantization gap that spiking closes: {_gap_closed(fp, base, spike):.0f} %
-here vs {paper_gap:.0f} % in the paper (LLaMA-2-7B fp {_PAPER_FP} → OmniQuant W4A4 {_PAPER_BASE} → SpikeLLM
-{_PAPER_SPIKE}, −{paper_red:.2f} %).{spread_line} {outlier_line}.
+{_table(["layers", "stored fp32 weights (MiB)", "peak RSS, streamed (MiB)", "peak RSS, whole model (MiB)",
+         "whole model minus weights (MiB)"], mem_rows)}"""
+    g_draws = len(seeds) >= 3
+    goals = [g_reduction, g_saliency, g_packed, g_draws] + ([g_memory] if g_memory is not None else [])
+    met = all(goals)
 
-The paper's LLaMA-2-7B numbers, for reference (arXiv 2407.04752; the model here is ~100,000x smaller, so only
-relative effects are comparable):
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "not met"
 
-| setting (LLaMA-2-7B) | baseline | SpikeLLM |
-|---|---|---|
-| W4A4 WikiText-2 perplexity, OmniQuant pipeline (fp {_PAPER_FP}) | {_PAPER_BASE} | {_PAPER_SPIKE} (−{paper_red:.2f} %) |
-| W4A4 average zero-shot accuracy, 6 tasks | 47.58 | 50.65 |
-| W2A8 WikiText-2 perplexity | 287.64 | 22.13 |
-| ternary average zero-shot accuracy (GPTQ pipeline; baseline PB-LLM) | 46.93 | 52.10 |"""
+    notes = f"""Tiny Llama (hidden 64, 2 layers, 4 heads, byte vocabulary) trained for {steps} steps on the training split
+of CPython's bundled documentation ({train_s:.0f} s), then quantized per setting from the same weights with
+{nsamples} calibration windows of {seqlen} tokens from the training split. Perplexity is measured on {n_win}
+held-out *test* windows of the validation split (the preceding {n_win} windows are the *dev* set used for the one
+choice below); mean ± std over {len(seeds)} calibration draws (seeds {", ".join(map(str, seeds))}, also the
+random-saliency seed). `ppl / fp` is relative to the unmodified model's full precision; seconds are mean
+quantization wall time. OmniQuant-style rows train LET + LWC for {epochs} epochs per layer.
+
+**The regime where spiking matters** (rows `massive:`). In trained LLMs a few intermediate channels of the MLP's
+SwiGLU product reach 10³–10⁴× the median activation on a few tokens (Sun et al. 2024, "Massive activations in
+large language models"). `plant_massive_activations` creates them function-preservingly: in each layer the
+{_MASSIVE_CHANNELS} intermediate channels whose magnitude is most token-dependent (picked on training windows) get
+their `up_proj` row ×{_MASSIVE_FACTOR:.0f} and their `down_proj` column ÷{_MASSIVE_FACTOR:.0f} (full-precision
+perplexity {fp_massive:.3f} vs {fp:.3f}). They now peak at {peak_ratio:.0f}× the layer's median |activation| and
+exceed 100× it on {100 * token_share:.0f} % of tokens, so per-token 4-bit ranges on those tokens crush every other
+channel. A static smoothing scale cannot fix both kinds of token, and OmniQuant's LLaMA pipeline (like ours) has
+no equivalent transform before `down_proj` — a static scale there would undo this particular planting exactly,
+which real massive activations (produced by the weights, not by a removable rescaling) do not allow.
+Here OmniQuant-style W4A4 costs {base / fp_massive:.1f}× perplexity (LLaMA-2-7B: {_PAPER_BASE / _PAPER_FP:.1f}×).
+The paper's two W4A4 spiking settings were both run; **{choice}** was chosen on the dev windows
+(dev perplexity {", ".join(f"{n}: {_mean(dev_ppl[spike_labels[n]]):.3f}" for n in _SPIKE_CHOICES)}).
+
+Goals (this issue):
+- W4A4 relative perplexity reduction over the same-pipeline (OmniQuant-style) baseline ≥ {_GOAL} % at ≤ 4.1 average
+  activation bits, in the massive-activation regime: **{verdict(g_reduction)}** — {reduction:.1f} %
+  ({base:.3f} → {spike:.3f}; per draw {", ".join(f"{r:+.1f} %" for r in per_draw)}) at {bits[m_spike]:.3f} bits.
+- first-order saliency gains ≥ 2× what random saliency gains: **{verdict(g_saliency)}** — {gain_first:.3f} vs
+  {gain_rand:.3f} perplexity ({gain_first / gain_rand if gain_rand > 0 else float("inf"):.1f}×).
+- packed file ≤ 0.35× the fp16 file (W4 with 10 % salient channels): **{verdict(g_packed)}** — {ratio:.3f}× (table
+  below).
+- mean ± std over ≥ 3 calibration draws: **{verdict(g_draws)}** ({len(seeds)}).{"" if quick else ""}
+- peak quantization memory flat in layer count: **{"not measured in --quick" if g_memory is None else verdict(g_memory)}**.
+
+{plain_line}
+**Packed checkpoints** (`save_quantized`): base codes packed with compressed-tensors' `pack_to_int32`, per-row
+scales/zero points, salient indices and extra-bit spike residuals; random-weight Llama (hidden 256, 4 layers, vocab
+256: embeddings and head are 4 % of the weights, as in LLaMA-2-7B) against its fp16 safetensors file. The benchmark's
+tiny model itself is 25 % embeddings, which stay in full precision.
+
+{_table(["setting", "packed (MiB)", "fp16 file (MiB)", "ratio", "reload bit-identical"], packed)}{memory_text}
+
+The paper's LLaMA-2-7B numbers (arXiv 2407.04752): W4A4 WikiText-2 perplexity, OmniQuant pipeline (fp {_PAPER_FP}):
+{_PAPER_BASE} → SpikeLLM {_PAPER_SPIKE} (−{_reduction(_PAPER_BASE, _PAPER_SPIKE):.2f} %); W4A4 average zero-shot
+accuracy 47.58 → 50.65; W2A8 perplexity 287.64 → 22.13; ternary average accuracy (GPTQ pipeline; PB-LLM
+baseline) 46.93 → 52.10. The model here is ~100,000× smaller, so only relative effects are comparable."""
     return BenchReport(
         name="spikellm",
-        title="SpikeLLM vs low-bit baselines on a tiny Llama (validation perplexity)",
+        title="SpikeLLM vs low-bit baselines on a tiny Llama (held-out perplexity)",
         columns=["setting", "avg weight bits", "avg activation bits", "perplexity", "ppl / fp", "quant. seconds"],
         rows=rows,
         notes=notes,
-        headline=f"W4A4 ppl {spike:.3f} SpikeLLM vs {base:.3f} OmniQuant-style ({reduction:+.1f} % reduction, "
-        f"at most {bound:.1f} % possible; paper 25.51 %)",
+        headline=f"massive-activation regime W4A4 ppl {spike:.3f} SpikeLLM vs {base:.3f} OmniQuant-style "
+        f"({reduction:+.1f} %, goal {_GOAL} %); packed {ratio:.2f}x fp16",
         goal_met=met,
     )

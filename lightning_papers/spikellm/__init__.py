@@ -10,7 +10,7 @@ Example::
     31
 """
 
-from lightning_papers.spikellm.callback import SpikeLLMQuantization
+from lightning_papers.spikellm.callback import SpikeLLMQuantization, token_windows
 from lightning_papers.spikellm.config import SpikeLLMConfig
 from lightning_papers.spikellm.eval import perplexity
 from lightning_papers.spikellm.gif import GIFQuantizer, gif_levels, mixed_fake_quant
@@ -24,7 +24,14 @@ from lightning_papers.spikellm.quantize import (
     quantized_linears,
 )
 from lightning_papers.spikellm.saliency import SaliencyStats, hessian_scores, random_mask, select_salient
-from lightning_papers.spikellm.tiny import TINY_LLAMA, plant_outliers, tiny_llama, train_tiny_llama
+from lightning_papers.spikellm.stream import quantize_pretrained
+from lightning_papers.spikellm.tiny import (
+    TINY_LLAMA,
+    plant_massive_activations,
+    plant_outliers,
+    tiny_llama,
+    train_tiny_llama,
+)
 from lightning_papers.spikellm.weight_quant import fake_quant_weight
 
 __all__ = [
@@ -43,12 +50,15 @@ __all__ = [
     "load_quantized",
     "mixed_fake_quant",
     "perplexity",
+    "plant_massive_activations",
     "plant_outliers",
     "quantize",
+    "quantize_pretrained",
     "quantized_linears",
     "random_mask",
     "save_quantized",
     "select_salient",
     "tiny_llama",
+    "token_windows",
     "train_tiny_llama",
 ]

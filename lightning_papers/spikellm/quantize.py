@@ -408,6 +408,8 @@ def quantize(
             kv.attach(name, sl)
             _set_module(layer, name, sl)
             spiking[name] = sl
+        targets[idx] = {}  # drop references to the replaced modules (their tensors may be freed by layer_end)
+        del linears
 
         if config.pipeline == "omniquant" and not qat:
             from lightning_papers.spikellm.omniquant import omniquant_layer

@@ -31,6 +31,17 @@ from lightning_papers.spikellm.quantize import (
 __all__ = ["quantize_pretrained"]
 
 
+def _release_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps large freed buffers otherwise, so the resident size
+    would creep up layer after layer although nothing is live)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def _shard_index(root: Path) -> dict[str, Path]:
     """Tensor name -> safetensors file of a Hugging Face model directory."""
     index = root / "model.safetensors.index.json"
@@ -158,6 +169,7 @@ def quantize_pretrained(
                 if not any(f"{layer_keys}{idx}.{k}".startswith(f"{n}.") for n in linears)}  # fmt: skip
         writer.write({**writer.add_linears(linears), **rest})
         layer.to("meta")  # free it
+        _release_freed_memory()
 
     try:
         report = quantize(host, calibration, config, batch_size=batch_size, progress=progress, device=compute, offload=True,

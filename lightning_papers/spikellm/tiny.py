@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TINY_LLAMA", "plant_outliers", "tiny_llama", "train_tiny_llama"]
+__all__ = ["TINY_LLAMA", "plant_massive_activations", "plant_outliers", "tiny_llama", "train_tiny_llama"]
 
 #: ``LlamaConfig`` keyword arguments of the embedded tiny model (same as ``CausalLM``'s defaults).
 TINY_LLAMA: dict[str, Any] = dict(
@@ -126,3 +126,58 @@ def plant_outliers(
                 for lin in linears:
                     lin.weight[:, channels] /= factor
     return model
+
+
+@torch.no_grad()
+def plant_massive_activations(
+    model: nn.Module,
+    calibration: torch.Tensor,
+    factor: float = 30.0,
+    channels: int = 2,
+    layers: tuple[int, ...] | None = None,
+) -> dict[int, list[int]]:
+    """Create token-dependent massive activations at the MLP down-projection inputs, function-preservingly.
+
+    In trained LLMs a few intermediate channels of the SwiGLU product ``silu(gate(x)) * up(x)`` take values
+    hundreds of times the median on a few tokens (Sun et al. 2024, "Massive activations in LLMs"; they
+    arise in the down-projection input of early layers). Here, in each chosen layer, the ``channels``
+    intermediate channels whose magnitude is most token-dependent on ``calibration`` (largest max / median
+    of ``|h|`` over tokens) get their ``up_proj`` row multiplied by ``factor`` and their ``down_proj`` column
+    divided by it: the product is unchanged, so the model computes the same function (up to rounding), but
+    those channels now dominate the per-token range on the tokens where the gate opens and are small
+    elsewhere. A static per-channel smoothing scale cannot serve both kinds of token (and OmniQuant's LLaMA
+    pipeline, like ours, has no equivalent transform before ``down_proj``).
+
+    Args:
+        model: a Llama-style model (``model.model.layers[i].mlp`` with ``up_proj`` / ``down_proj``).
+        calibration: token ids ``(n, seqlen)`` used to pick the channels (use training data).
+        factor: the scale (> 0).
+        channels: channels per layer.
+        layers: layer indices (default: all).
+
+    Returns:
+        The chosen channels per layer.
+    """
+    if factor <= 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    decoder = model.model.layers
+    chosen: dict[int, list[int]] = {}
+    store: dict[int, torch.Tensor] = {}
+    idxs = list(range(len(decoder))) if layers is None else list(layers)
+    handles = [decoder[i].mlp.down_proj.register_forward_hook(
+        lambda _m, inp, _o, i=i: store.__setitem__(i, inp[0].detach().reshape(-1, inp[0].shape[-1]).abs()))
+        for i in idxs]  # fmt: skip
+    try:
+        model(input_ids=calibration, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    for i in idxs:
+        h = store[i]
+        ratio = h.amax(0) / h.median(0).values.clamp(min=1e-6)
+        top = torch.topk(ratio, channels).indices.tolist()
+        mlp = decoder[i].mlp
+        mlp.up_proj.weight[top] *= factor
+        mlp.down_proj.weight[:, top] /= factor
+        chosen[i] = top
+    return chosen

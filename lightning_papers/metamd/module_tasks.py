@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
-from torch.nn.utils.stateless import _reparametrize_module
 
 from lightning_papers.metamd.tasks import FunctionalTask, TaskSampler, _split
 
@@ -143,6 +142,7 @@ class ModuleTaskSampler(TaskSampler):
         named = dict(module.named_parameters())
         params = [named[n].detach().clone() for n in self.names]
         loss_fn, names = self.loss_fn, self.names
+        step = _TrainingStep(module)
 
         def run(p: Sequence[Tensor], b) -> Tensor:
             mapping = dict(zip(names, p))
@@ -151,8 +151,7 @@ class ModuleTaskSampler(TaskSampler):
             # a LightningModule without a loss: its own training_step, with our tensors as its parameters
             with warnings.catch_warnings():  # self.log() outside a Trainer warns; nothing is logged
                 warnings.simplefilter("ignore")
-                with _reparametrize_module(module, mapping, strict=False):
-                    out = module.training_step(b, 0)
+                out = functional_call(step, {f"module.{k}": v for k, v in mapping.items()}, (b,), strict=False)
             return out["loss"] if isinstance(out, dict) else out
 
         def evaluate(p: Sequence[Tensor]) -> dict[str, float]:
@@ -172,6 +171,17 @@ class ModuleTaskSampler(TaskSampler):
             evaluate=evaluate,
             info={"seed": seed, "lr": self.lr, "n_examples": k},
         )
+
+
+class _TrainingStep(nn.Module):
+    """``forward(batch)`` = the wrapped LightningModule's ``training_step(batch, 0)`` (for ``functional_call``)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, batch):  # noqa: D102
+        return self.module.training_step(batch, 0)
 
 
 # ---------------------------------------------------------------------------------------- embedded models

@@ -24,15 +24,9 @@ from lightning_papers.taylor_loss.loss import (
     taylor_loss,
 )
 from lightning_papers.taylor_loss.module import TaylorLossClassifier
+from lightning_papers.taylor_loss.pools import heldout_tasks, search_tasks
 from lightning_papers.taylor_loss.search import LossSearch, SearchResult, search_taylor_loss
-from lightning_papers.taylor_loss.tasks import (
-    LossTask,
-    TaskData,
-    heldout_tasks,
-    load_task_data,
-    search_tasks,
-    train_and_evaluate,
-)
+from lightning_papers.taylor_loss.tasks import LossTask, TaskData, load_task_data, train_and_evaluate
 
 __all__ = [
     "CIFAR10DataModule",

@@ -7,8 +7,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from lightning_papers.taylor_loss.pools import search_tasks
 from lightning_papers.taylor_loss.search import LossSearch, SearchResult
-from lightning_papers.taylor_loss.tasks import LossTask, parse_noise, resolve, search_tasks
+from lightning_papers.taylor_loss.tasks import LossTask, parse_noise, resolve
 
 __all__ = ["parse_noise", "search_loss"]
 

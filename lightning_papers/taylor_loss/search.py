@@ -40,11 +40,11 @@ from lightning_papers.taylor_loss.loss import (
     coefficients_from_gradient_weights,
     gradient_weights_from_coefficients,
 )
+from lightning_papers.taylor_loss.pools import search_tasks
 from lightning_papers.taylor_loss.tasks import (
     LossTask,
     build_model,
     load_task_data,
-    search_tasks,
     train_and_evaluate,
 )
 
@@ -109,33 +109,30 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # the pool provides the parallelism
 
 
-_THREADS_LOCK = threading.Lock()
-_THREADS_STATE = {"active": 0, "saved": 1}
+_JOB_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run with one torch thread while any job of this process runs (several may, in a thread pool), then put
-    the caller's setting back: every job computes with the same arithmetic, so results never depend on the
-    executor."""
-    with _THREADS_LOCK:
-        if _THREADS_STATE["active"] == 0:
-            _THREADS_STATE["saved"] = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _THREADS_STATE["active"] += 1
-    try:
-        yield
-    finally:
-        with _THREADS_LOCK:
-            _THREADS_STATE["active"] -= 1
-            if _THREADS_STATE["active"] == 0:
-                torch.set_num_threads(_THREADS_STATE["saved"])
+def _one_job_one_thread() -> Iterator[None]:
+    """One job at a time per process, with one torch thread, then the caller's thread setting back.
+
+    Why: torch's RNG and thread count are process-global, so jobs sharing a process (a thread-pool executor)
+    would interleave their seeded initialisations; serialised they give exactly the in-process results. Real
+    parallelism comes from processes (the default pool, Dask, submitit), which this lock never slows down.
+    """
+    with _JOB_LOCK:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 def score_job(job: tuple[list[float], list[float], LossTask, dict[str, Any]]) -> float:
     """Clean-validation accuracy of a Taylor loss on one task (0 for a diverged run). Executor-safe."""
     coefficients, others, task, train_kwargs = job
-    with _one_thread():
+    with _one_job_one_thread():
         key = task.key()
         if key not in _WORKER_CACHE:
             _WORKER_CACHE[key] = load_task_data(task)
@@ -198,7 +195,8 @@ class LossSearch:
         workers: without ``executor``: 0 = score in this process, ``n >= 1`` = a local pool of ``n`` spawned
             processes with one thread each (results are identical for any ``n``).
         executor: any ``concurrent.futures.Executor``-like object with ``submit`` (e.g. a Dask client's
-            ``get_executor()``, submitit's ``AutoExecutor``); the jobs must be picklable for it.
+            ``get_executor()``, submitit's ``AutoExecutor``); the jobs must be picklable for it. Jobs sharing a
+            process (a thread pool) run one at a time: parallelism comes from processes.
         final_evaluation: score the distribution mean and the start on the whole pool at the end.
         x0: start vector (default: CE's Taylor series cut at ``degree``, in the basis' coordinates).
         command: how this search was launched, recorded in the preset.

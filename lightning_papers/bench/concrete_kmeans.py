@@ -213,8 +213,21 @@ def run(quick: bool = False, out_dir: Path | None = None, settings: Settings | N
     shown = {k: defaults[k] for k in ("latent_dim", "hidden", "pretrain_epochs", "epochs", "batch_size", "lr",
                                       "objective", "logit_scale", "hard", "skip_dim", "learned_weight",
                                       "cluster_weight", "tau_start", "tau_end", "standardize")}
+    wins = sum(nmi(t, "concrete") > nmi(t, "two_step") for t in tables)
+    why = (
+        "Why goal 1 falls short where it does: the skip path gives the embedding k-means' own geometry, but the "
+        "learned code (20% of the variance by default) is an autoencoder code, and where most input dimensions are "
+        "noise (the blobs tables: 40 of 50 and 84 of 100 dimensions) the autoencoder spends that code on "
+        "reconstructing noise, which blurs clusters k-means separates; on iris (4 features, 150 samples) the "
+        "shortfall is about one point. Tried on the development tables only: a larger learned share (0.3, 0.5, 1.0: "
+        "worse), a batch-normalised (whitened) code (worse), a trainable skip path (a learned metric: worse), a "
+        "higher clustering weight (3: no better); the learned share 0.2 was the best development mean. Against "
+        f"the two-step baseline on the same embedding the concrete step gains on {wins} of {len(tables)} tables, "
+        "which is where its margin over two-step and IDEC comes from."
+    ) if not floor_ok else ""
     notes = "\n".join([
         *[v + "\n" for v in verdict],
+        *([why, ""] if why else []),
         f"Development tables (defaults chosen here): {', '.join(dev) or 'none in this run'}. Held-out tables "
         f"(no choice looked at them): {', '.join(held) or 'none in this run'}. NMI mean ± std over seeds "
         f"{list(settings.seeds)}; time / two-step: a row's wall time (its share of the pretraining included) over "

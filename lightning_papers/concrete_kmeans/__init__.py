@@ -1,9 +1,12 @@
 """Concrete k-means (Gao et al., ICASSP 2020): end-to-end deep k-means with a Gumbel-Softmax estimator.
 
 * :mod:`~lightning_papers.concrete_kmeans.core`: plain PyTorch (``ConcreteKMeans``, ``concrete_kmeans_loss``).
-* :mod:`~lightning_papers.concrete_kmeans.module`: ``DeepConcreteKMeans`` LightningModule.
+* :mod:`~lightning_papers.concrete_kmeans.embedding`: ``ClusterEmbedding`` (skip path + fixed-scale code).
+* :mod:`~lightning_papers.concrete_kmeans.module`: ``DeepConcreteKMeans`` LightningModule (+ IDEC, DCN, two-step).
 * :mod:`~lightning_papers.concrete_kmeans.estimator`: ``ConcreteKMeansClusterer`` (scikit-learn style).
-* :mod:`~lightning_papers.concrete_kmeans.data`: ``MNISTDataModule`` / ``USPSDataModule`` from local files.
+* :mod:`~lightning_papers.concrete_kmeans.distributed`: rank-identical initialisation, gathered validation scores.
+* :mod:`~lightning_papers.concrete_kmeans.data`: MNIST / USPS / 20 Newsgroups data modules from local files.
+* :mod:`~lightning_papers.concrete_kmeans.datasets`: development and held-out tables of the benchmark.
 """
 
 from lightning_papers.concrete_kmeans.core import (

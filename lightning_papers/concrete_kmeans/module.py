@@ -45,6 +45,7 @@ from lightning_papers.concrete_kmeans.core import (
 from lightning_papers.concrete_kmeans.distributed import (
     ContingencyARI,
     ContingencyNMI,
+    _world_size,
     broadcast_from_rank_zero,
     gather_rows,
 )
@@ -411,7 +412,3 @@ class DeepConcreteKMeans(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.tau = float(checkpoint.get("concrete_kmeans_tau", self.hparams.tau_start))
-
-
-def _world_size(strategy) -> int:
-    return int(getattr(strategy, "world_size", 1) or 1) if strategy is not None else 1

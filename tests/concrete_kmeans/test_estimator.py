@@ -105,7 +105,7 @@ def test_constant_features_are_kept_and_harmless():
     "x, kwargs, error, match",
     [
         (np.zeros((3, 4)), {"n_clusters": 5}, ValueError, "n_samples=3 should be >= n_clusters=5"),
-        (np.array([[0.0, np.nan], [1.0, 2.0]] * 5), {"n_clusters": 2}, ValueError, "NaN or infinity in 1 rows"),
+        (np.array([[0.0, np.nan], [1.0, 2.0]] * 5), {"n_clusters": 2}, ValueError, "NaN or infinity in 5 rows"),
         (np.array([[0.0, np.inf], [1.0, 2.0]] * 5), {"n_clusters": 2}, ValueError, "NaN or infinity"),
         (np.zeros(10), {"n_clusters": 2}, ValueError, r"Expected a 2D array.*reshape\(-1, 1\)"),
         (np.zeros((4, 2, 2)), {"n_clusters": 2}, ValueError, "Expected a 2D array"),

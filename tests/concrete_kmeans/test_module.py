@@ -83,6 +83,7 @@ def test_recon_improves_during_pretraining_and_two_step_inits_at_fit_end():
     model.eval()
     with torch.no_grad():
         before = model._recon_loss(x, model.encode(x))
+    model.train()
     _trainer(15, limit_val_batches=0).fit(model, dm)  # pretrain_epochs > max_epochs: two-step
     model.eval()
     with torch.no_grad():
@@ -106,7 +107,9 @@ def test_dec_variant_and_checkpoint_resume(tmp_path):
 
 def test_conv_autoencoder_and_bad_arguments():
     model = DeepConcreteKMeans(n_clusters=2, architecture="conv", input_shape=(1, 8, 8), latent_dim=4)
-    assert model.encode(torch.zeros(3, 1, 8, 8)).shape == (3, 4)
+    model.fit_skip(torch.randn(20, 1, 8, 8))  # skip path: the 64 flattened pixels (20 principal axes, zero-padded)
+    z = model.encode(torch.zeros(3, 1, 8, 8))
+    assert z.shape == (3, 64 + 4) and model.embedding.learned(z).shape == (3, 4)
     with pytest.raises(ValueError, match="variant"):
         DeepConcreteKMeans(variant="bogus")
     with pytest.raises(ValueError, match="n_clusters must be an integer >= 2"):
@@ -126,7 +129,7 @@ def test_dcn_step_pulls_features_and_moves_centroids_by_running_means():
     z = torch.tensor([[0.5, 0.0, 0.0], [3.0, 0.0, 0.0], [5.0, 0.0, 0.0]], requires_grad=True)
     loss = model._dcn_loss(z)
     # nearest centroids 0, 1, 1; loss = mean of half squared distances to them (before the update)
-    assert float(loss) == pytest.approx(0.5 * (0.25 + 1.0 + 1.0) / 3)
+    assert float(loss.detach()) == pytest.approx(0.5 * (0.25 + 1.0 + 1.0) / 3)
     loss.backward()
     torch.testing.assert_close(z.grad, torch.tensor([[0.5, 0, 0], [-1.0, 0, 0], [1.0, 0, 0]]) / 3)
     # DCN's per-sample rule mu -= (mu - z) / count, count from 2: centroid 0 -> 0.5 / 3, centroid 1 stays at 4

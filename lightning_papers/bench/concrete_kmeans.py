@@ -142,9 +142,9 @@ def development_grid(grid: list[dict[str, Any]] | None = None, seeds: tuple[int,
     """
     from lightning_papers.concrete_kmeans.datasets import DEVELOPMENT, load_table
 
-    if grid is None:
-        grid = [{"learned_weight": w, "cluster_weight": cw, "embedding_norm": norm}
-                for norm in ("scalar", "batch") for w in (0.3, 0.5, 1.0) for cw in (0.3, 1.0)]
+    if grid is None:  # the last round (earlier rounds: logit scale, objective, batch norm, weight; method card)
+        base = {"embedding_norm": "scalar", "cluster_weight": 1.0, "objective": "distortion"}
+        grid = [{**base, "learned_weight": w, "skip_trainable": t} for w in (0.2, 0.3, 0.5) for t in (False, True)]
     rows = {"kmeans_raw": {}, **{f"g{i}": g for i, g in enumerate(grid)}}
     results = {}
     for table in DEVELOPMENT:

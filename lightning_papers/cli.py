@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "search-loss": ("lightning_papers.taylor_loss.commands:search_loss", "Taylor loss: CMA-ES search for a robust loss."),
     "meta-train": ("lightning_papers.metamd.commands:meta_train", "MetaMD: meta-learn a mirror map (Bregman divergence)."),
     "fe-adapter-folds": ("lightning_papers.fe_adapter.folds:cross_validate", "FE-Adapter: fit + test every fold, mean ± std UAR/WAR."),
+    "prepare-data": ("lightning_papers.heurimentor.shards:prepare_data", "HeuriMentor: tokenize text/JSONL files into on-disk token shards."),
     "bench": ("lightning_papers.bench:bench", "Run benchmarks: `bench <method>|all [--quick]`, tables to benchmarks/results/."),
 }
 

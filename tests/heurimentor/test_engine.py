@@ -99,8 +99,10 @@ def test_single_spike_is_flagged_and_skipped_without_touching_params_or_schedule
     assert math.isfinite(tsm.history["loss"][-1])
 
 
-def test_persistent_spike_rolls_back_bit_exactly_and_excludes_its_samples(tmp_path):
-    trainer, model, dm, (tsm, ate, dmu, spy) = make(tmp_path, 16, spike_steps={6, 7, 8})
+@pytest.mark.parametrize("snapshot_to", ["host", "disk"])
+def test_persistent_spike_rolls_back_bit_exactly_and_excludes_its_samples(tmp_path, snapshot_to):
+    ate = AdaptiveTrainingEngine(rollback_after=3, snapshot_every=4, snapshot_to=snapshot_to)
+    trainer, model, dm, (tsm, ate, dmu, spy) = make(tmp_path, 16, spike_steps={6, 7, 8}, ate=ate)
     trainer.fit(model, dm)
     assert len(ate.rollback_log) == 1
     roll = ate.rollback_log[0]

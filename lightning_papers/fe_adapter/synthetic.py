@@ -190,10 +190,14 @@ def render_face(s: np.ndarray, rng: np.random.Generator, size: int = 32, noise: 
         rel = (xx - cx) / mouth_w
         curv = (2.0 * level - 1.0) * 3.0 * u  # > 0: corners up (smile)
         curve_y = mouth_y - curv * rel**2 + curv * 0.5
-        mouth = np.clip(1.4 * u - np.abs(yy - curve_y), 0.0, 1.0) * np.clip((1.0 - np.abs(rel)) * mouth_w, 0.0, 1.0)
+        mouth = np.clip(1.4 * u - np.abs(yy - curve_y), 0.0, 1.0) * np.clip(
+            (1.0 - np.abs(rel)) * mouth_w, 0.0, 1.0
+        )
         brow_y = eye_y - (3.0 + 2.0 * level) * u
         for ex in (cx - eye_dx, cx + eye_dx):
-            brow = np.clip(1.2 * u - np.abs(yy - brow_y), 0.0, 1.0) * np.clip(2.5 * u - np.abs(xx - ex), 0.0, 1.0)
+            brow = np.clip(1.2 * u - np.abs(yy - brow_y), 0.0, 1.0) * np.clip(
+                2.5 * u - np.abs(xx - ex), 0.0, 1.0
+            )
             marks = np.maximum(marks, brow)
         marks = np.maximum(marks, mouth)[..., None]
         img = background * (1 - face[..., None]) + skin * face[..., None]

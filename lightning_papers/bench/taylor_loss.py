@@ -52,6 +52,16 @@ def make_loss(name: str):
 
 _CACHE: dict[str, object] = {}
 
+# why the clean goal fails: measured on the development pool only (MNIST-1D MLP, clean, seed 0), not held-out data
+CLEAN_WHY = """ Why: the searched shape
+  weights a sample's label-logit gradient by P'(u)·p_y relative to CE (u = 1 − p_y): 2.7 at u = 0.02, 0.87 at
+  0.25, 0.21 at 0.5, 0.10 at 0.9. Under Adam (scale-invariant) the update is dominated by almost-fitted samples
+  and uncertain ones are left alone — the mechanism that ignores flipped labels also abandons genuinely hard
+  clean samples. On the development task MNIST-1D (clean) training-set accuracy stalls at 0.76 after 120 epochs
+  and 0.78 after 480 (CE: 1.00), so a longer budget does not remove it, and rescaling the slope (e.g. to match
+  CE's gradient at p_y = 1/C) cannot either, since Adam divides a global scale out. Closing the gap needs a
+  different shape: a search whose pool weights clean, hard tasks more (or a fitness relative to CE per task)."""
+
 
 def _job(args):
     """All losses on one task instance (one process, one thread): accuracies and seconds per epoch."""
@@ -109,6 +119,9 @@ def run(quick: bool = False, out_dir: Path | None = None, workers: int = 2) -> B
     dev_res = {k: v for k, v in results.items() if k[0] in dev_settings}
     rows, acc, avg, ratio = _section(held_res, held_settings, names)
     dev_rows, _, dev_avg, _ = _section(dev_res, dev_settings, names)
+    per_task_ratio = {d: float(np.mean([r[OURS][1] / r["CE"][1] for (n, _), r in held_res.items()
+                                        if n.split("/")[0] == d]))
+                      for d in dict.fromkeys(s.split("/")[0] for s in held_settings)}
     cnn = [r for (n, _), r in dev_res.items() if "cnn" in n]
     cnn_ratio = float(np.mean([r[OURS][1] / r["CE"][1] for r in cnn])) if cnn else math.nan
 
@@ -156,12 +169,13 @@ processes × 1 thread).
 ### Goals on held-out tasks (this run)
 - TaylorLoss ≥ best hand-designed baseline + 1 point on average: {yn(ok["avg"])} (TaylorLoss {avg[OURS]:.3f} vs {best_hand} {avg[best_hand]:.3f}, {g_avg * 100:+.1f} pts{"" if math.isnan(typical) else f"; typical per-setting seed std {typical * 100:.1f} pts"}).
 - TaylorLoss ≥ CE + 10 points at 40 % symmetric noise on every dataset: {yn(ok["sym"])} ({pts(g_sym)}).
-- TaylorLoss ≤ 1 point below CE at 0 % noise: {yn(ok["clean"])} ({pts(g_clean)}).
+- TaylorLoss ≤ 1 point below CE at 0 % noise: {yn(ok["clean"])} ({pts(g_clean)}).{"" if ok["clean"] else CLEAN_WHY}
 - TaylorLoss ≥ the unsearched truncated series (CE's Taylor series to degree 5): {yn(ok["ctrl"])} ({g_ctrl * 100:+.1f} pts on held-out, {(dev_avg[OURS] - dev_avg[CONTROL]) * 100:+.1f} pts on search tasks).
-- Time per epoch ≤ 1.1x CE: {yn(ok["time"])} ({ratio[OURS]:.2f}x on the held-out MLPs{"" if math.isnan(cnn_ratio) else f", {cnn_ratio:.2f}x on the digits CNN"}). These
-  models are tiny (a few thousand weights, one full-batch step per epoch), so the loss's ~20 small element-wise
-  kernels (forward and backward) are a visible share of a step, while CE is one fused kernel; the share
-  shrinks as the network grows.
+- Time per epoch ≤ 1.1x CE: {yn(ok["time"])} ({ratio[OURS]:.2f}x on the held-out MLPs{"" if math.isnan(cnn_ratio) else f", {cnn_ratio:.2f}x on the digits CNN"}; per
+  held-out task {", ".join(f"{d} {v:.2f}x" for d, v in per_task_ratio.items())}). TaylorLoss runs a closed-form
+  forward/backward (one log-softmax, ~a dozen kernels, gradient subnormals flushed to 0); CE is one fused C++
+  op. On these tiny models (one full-batch step of 1–3 ms per epoch) the remaining cost is Python dispatch of
+  those kernels (~0.1–0.2 ms per step), so the smallest task shows the largest ratio; it shrinks as models grow.
 
 The shipped preset `robust` = {preset["coefficients"]} (powers 1..{len(preset["coefficients"])} of 1 − p_y; slope
 weights {preset.get("gradient_weights")}) is **our own** CMA-ES search (`lightning-papers search-loss --config

@@ -12,8 +12,8 @@ the log-probabilities (:meth:`LabelLoss.label_losses`). :class:`LabelLoss` turns
   normalised by ``Σ w_{y_i}``, as in PyTorch);
 * probability targets are the expectation ``Σ_j q_j ℓ_j``, so one-hot probabilities equal class indices.
 
-Everything is computed in float32 (fp16/bf16 logits are upcast, as cross-entropy is under autocast) and the
-result is float32. ``forward`` never synchronises the host with the device: value checks (targets in range,
+Everything is computed in float32 (fp16/bf16 logits are upcast, as cross-entropy is under autocast; float64
+logits stay float64) and the result is float32 (float64). ``forward`` never synchronises the host with the device: value checks (targets in range,
 valid probabilities) run only when ``validate=True``, or by default when the tensors are on the CPU (where a
 check costs no sync) and the call is not being traced by ``torch.compile``. As with PyTorch, a mean over no
 samples (empty batch, every target ignored) is NaN.
@@ -107,14 +107,25 @@ class LabelLoss(nn.Module):
             return bool(self.validate)
         return t.device.type == "cpu" and not _is_compiling()
 
+    def fused_loss(self, z: torch.Tensor, t: torch.Tensor, soft: bool, plain: bool) -> torch.Tensor | None:
+        """Optional fast path: the reduced loss (per-row losses ``(n,)`` for ``"none"``) or ``None``.
+
+        ``z`` are the flattened ``(n, C)`` logits, ``t`` the targets (``(n,)`` indices or ``(n, C)``
+        probabilities); ``plain``: the targets were checked and are all class indices in ``[0, C)`` (none
+        ignored). Subclasses with a closed-form gradient override this; ``None`` uses autograd.
+        """
+        return None
+
     def apply_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         z, t, soft, out_shape = _flatten(logits, target)
         n, num_classes = z.shape
         w = self.weight
         if w is not None and w.shape[0] != num_classes:
             raise ValueError(f"weight has {w.shape[0]} entries but the logits have C={num_classes} classes")
-        if self._validating(t):
-            _check_values(t, soft, num_classes, self.ignore_index)
+        plain = self._validating(t) and _check_values(t, soft, num_classes, self.ignore_index)
+        fused = self.fused_loss(z, t, soft, plain)
+        if fused is not None:
+            return fused.reshape(out_shape) if self.reduction == "none" else fused
         logp = torch.log_softmax(z, dim=-1)
         eps = self.label_smoothing
         if soft:
@@ -183,18 +194,25 @@ def _flatten(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, 
     if logits.dim() > 2:  # (N, C, d1, ...) -> (N*d1*..., C), as CrossEntropyLoss does for dense prediction
         logits = logits.movedim(1, -1).reshape(-1, num_classes)
         target = target.movedim(1, -1).reshape(-1, num_classes) if soft else target.reshape(-1)
-    return logits.float(), (target if soft else target.long()), soft, out_shape
+    z = logits if logits.dtype == torch.float64 else logits.float()  # float64 stays (gradcheck, as CE does)
+    return z, (target if soft else target.long()), soft, out_shape
 
 
-def _check_values(t: torch.Tensor, soft: bool, num_classes: int, ignore_index: int) -> None:
-    """Data-dependent checks: a host sync on accelerators, hence only when validating."""
+def _check_values(t: torch.Tensor, soft: bool, num_classes: int, ignore_index: int) -> bool:
+    """Data-dependent checks: a host sync on accelerators, hence only when validating.
+
+    Returns whether the targets are class indices that all lie in ``[0, C)`` and none equals ``ignore_index``.
+    """
     if not t.numel():
-        return
+        return False
     if soft:
         if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
             bad = t[~torch.isfinite(t) | (t < 0)][:5].tolist()
             raise ValueError(f"probability targets must be finite and >= 0, got values such as {bad}")
-        return
+        return False
+    lo, hi = torch.aminmax(t)
+    if 0 <= int(lo) and int(hi) < num_classes:  # the common case in one pass
+        return not (int(lo) <= ignore_index <= int(hi) and bool((t == ignore_index).any()))
     bad = (t != ignore_index) & ((t < 0) | (t >= num_classes))
     if bool(bad.any()):
         values = sorted(set(t[bad].tolist()))[:5]
@@ -202,3 +220,4 @@ def _check_values(t: torch.Tensor, soft: bool, num_classes: int, ignore_index: i
             f"target values must lie in [0, {num_classes - 1}] (C={num_classes}) or equal "
             f"ignore_index={ignore_index}, got {values}"
         )
+    return False

@@ -28,7 +28,15 @@ from typing import Any
 import torch
 
 from lightning_papers.taylor_loss.baselines import one_minus_p
-from lightning_papers.taylor_loss.criterion import LabelLoss
+from lightning_papers.taylor_loss.criterion import LabelLoss, _is_compiling
+from lightning_papers.taylor_loss.fused import (
+    MEAN,
+    NONE,
+    SUM,
+    TaylorDenseLoss,
+    TaylorIndexLoss,
+    value_and_slope_matrix,
+)
 
 __all__ = [
     "TaylorLoss",
@@ -40,6 +48,7 @@ __all__ = [
     "taylor_loss",
 ]
 
+_MODES = {"none": NONE, "sum": SUM, "mean": MEAN}
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "robust"
 
@@ -182,6 +191,7 @@ class TaylorLoss(LabelLoss):
         # buffers: they follow .to(device) and land in state_dict, so checkpoints record the loss used
         self.register_buffer("coefficients", c.float(), persistent=True)
         self.register_buffer("other_coefficients", d.float(), persistent=True)
+        self._fused_cache: tuple | None = None
 
     @property
     def degree(self) -> int:
@@ -195,6 +205,49 @@ class TaylorLoss(LabelLoss):
             s = ((logp.exp().square().sum(-1, keepdim=True)) - p_label.square()).clamp_min(0.0)
             loss = loss + _polynomial(self.other_coefficients, s)
         return loss
+
+    def _value_and_slope(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`~lightning_papers.taylor_loss.fused.value_and_slope_matrix` of the coefficients, cached.
+
+        The cache holds the coefficient tensor itself and its version counter, so ``.to()``, ``load_state_dict``
+        or an in-place edit all invalidate it.
+        """
+        c = self.coefficients
+        if _is_compiling():
+            return value_and_slope_matrix(c.to(dtype))
+        cached = self._fused_cache
+        if cached is None or cached[0] is not c or cached[1] != (c._version, dtype):
+            cached = self._fused_cache = (c, (c._version, dtype), value_and_slope_matrix(c.detach().to(dtype)))
+        return cached[2]
+
+    def fused_loss(self, z: torch.Tensor, t: torch.Tensor, soft: bool, plain: bool) -> torch.Tensor | None:
+        # closed-form gradient (fused.py): the values of label_losses + autograd with a quarter of the kernels
+        if self.other_coefficients.shape[0] or self.coefficients.requires_grad:
+            return None
+        mode = _MODES[self.reduction]
+        m, b = self._value_and_slope(z.dtype)
+        w, eps, num_classes = self.weight, self.label_smoothing, z.shape[1]
+        if plain and w is None and eps == 0:  # checked on the CPU: nothing ignored, nothing weighted
+            return TaylorIndexLoss.apply(z, t, None, None, m, b, mode)
+        w = None if w is None else w.to(z.dtype)
+        if soft:
+            q = t.to(z.dtype)
+            if eps > 0:
+                q = q * (1.0 - eps) + eps / num_classes
+            if w is not None:
+                q = q * w
+            denominator = torch.full((), float(z.shape[0]), device=z.device, dtype=z.dtype)
+            return TaylorDenseLoss.apply(z, q, m, b, mode, denominator)
+        valid = t != self.ignore_index
+        safe = t * valid  # ignored targets read class 0 with weight 0
+        row_weight = valid.to(z.dtype) if w is None else w[safe] * valid
+        if eps == 0:
+            return TaylorIndexLoss.apply(z, safe, valid, row_weight, m, b, mode)
+        # label smoothing: Q = (1 − ε)·w_y·onehot + (ε/C)·w (valid rows), mean still over Σ w_y as in PyTorch
+        base = valid.to(z.dtype).unsqueeze(-1) * (eps / num_classes)
+        q = (base if w is None else base * w).expand(-1, num_classes).clone()
+        q.scatter_add_(-1, safe.unsqueeze(-1), ((1.0 - eps) * row_weight).unsqueeze(-1))
+        return TaylorDenseLoss.apply(z, q, m, b, mode, row_weight.sum())
 
     def extra_repr(self) -> str:
         c = ", ".join(f"{v:.4g}" for v in self.coefficients.tolist())

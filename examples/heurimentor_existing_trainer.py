@@ -55,8 +55,8 @@ def main(steps: int = 200) -> None:
     trainer = L.Trainer(max_steps=steps, callbacks=[tsm, ate, dmu], logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False, default_root_dir="heurimentor_example")
     trainer.fit(TinyGRULM(), data)
-    print(f"skipped steps: {ate.skipped_steps}")
-    print(f"rollbacks: {ate.rollback_log}")
+    print(f"skipped steps: {list(ate.skipped_steps)}")
+    print(f"rollbacks: {list(ate.rollback_log)}")
     print(f"final mixture weights: {dmu.sampler.weights}")
     print("event log: heurimentor_example/heurimentor.log, dashboard: heurimentor_example/heurimentor_dashboard.png")
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = [
     "PlateauDetector",
@@ -21,6 +22,22 @@ __all__ = [
     "ZScoreSpikeDetector",
     "make_detector",
 ]
+
+
+def _padded(values: Any, window: int) -> torch.Tensor:
+    """The window as a fixed-length float64 tensor (count, values, NaN padding): the same size at any step,
+    and loadable with ``torch.load(weights_only=True)``."""
+    out = torch.full((window + 1,), float("nan"), dtype=torch.float64)
+    out[0] = len(values)
+    out[1 : 1 + len(values)] = torch.tensor(list(values), dtype=torch.float64)
+    return out
+
+
+def _unpadded(state: Any) -> list[float]:
+    if isinstance(state, list | tuple):  # states saved by earlier versions
+        return [float(v) for v in state]
+    arr = torch.as_tensor(state, dtype=torch.float64)
+    return arr[1 : 1 + int(arr[0])].tolist()
 
 
 class SpikeDetector:
@@ -111,11 +128,11 @@ class _WindowedSpikeDetector(SpikeDetector):
         self.values.clear()
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "values": list(self.values)}
+        return {**super().state_dict(), "values": _padded(self.values, self.window)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        self.values = deque(state["values"], maxlen=self.window)
+        self.values = deque(_unpadded(state["values"]), maxlen=self.window)
 
 
 class RollingMeanSpikeDetector(_WindowedSpikeDetector):
@@ -228,8 +245,8 @@ class PlateauDetector:
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"values": list(self.values), "ema": self.ema, "wait": self.wait}
+        return {"values": _padded(self.values, self.window), "ema": self.ema, "wait": self.wait}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.values = deque(state["values"], maxlen=self.window)
+        self.values = deque(_unpadded(state["values"]), maxlen=self.window)
         self.ema, self.wait = state["ema"], int(state["wait"])

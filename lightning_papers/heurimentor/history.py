@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["StepHistory"]
+__all__ = ["RecordRing", "StepHistory"]
 
 FIELDS = ("step", "tokens", "loss", "grad_norm", "spike", "skipped")
 
@@ -162,3 +162,67 @@ class StepHistory:
         self.summary = dict(zip(("steps", "spikes", "skipped", "min_loss", "max_loss", "last_loss"), vals))
         for k in ("steps", "spikes", "skipped"):
             self.summary[k] = int(self.summary[k])
+
+
+class RecordRing:
+    """The last ``capacity`` records ``(step, tokens, {name: value})`` in a preallocated float64 table.
+
+    Columns are added when a new name first appears (their number grows with sources or parameter types,
+    never with steps), so the state has a constant size once every name has been seen. Iterating yields
+    ``(step, tokens, dict)`` tuples, oldest first.
+
+    Example::
+
+        >>> r = RecordRing(2)
+        >>> for s in range(3):
+        ...     r.append(s, 10 * s, {"a": s / 2})
+        >>> list(r)
+        [(1, 10, {'a': 0.5}), (2, 20, {'a': 1.0})]
+    """
+
+    def __init__(self, capacity: int = 256) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self.names: list[str] = []
+        self.table = torch.full((self.capacity, 2), float("nan"), dtype=torch.float64)
+        self.count = 0
+
+    def append(self, step: int, tokens: int, values: Mapping[str, float]) -> None:
+        for k in values:
+            if k not in self.names:
+                self.names.append(k)
+                self.table = torch.cat([self.table, torch.full((self.capacity, 1), float("nan"), dtype=torch.float64)], 1)
+        row = torch.full((2 + len(self.names),), float("nan"), dtype=torch.float64)
+        row[0], row[1] = float(step), float(tokens)
+        for k, v in values.items():
+            row[2 + self.names.index(k)] = float(v)
+        self.table[self.count % self.capacity] = row
+        self.count += 1
+
+    def __len__(self) -> int:
+        return min(self.count, self.capacity)
+
+    def __iter__(self):
+        n = len(self)
+        start = self.count % self.capacity if self.count > self.capacity else 0
+        for i in range(n):
+            row = self.table[(start + i) % self.capacity].tolist()
+            yield int(row[0]), int(row[1]), {k: row[2 + j] for j, k in enumerate(self.names) if not math.isnan(row[2 + j])}
+
+    def __getitem__(self, i: int):
+        return list(self)[i]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "table": self.table.clone(), "count": torch.tensor(self.count)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        table = state["table"]
+        if table.shape[0] != self.capacity:  # another capacity: replay the newest records
+            other = RecordRing(table.shape[0])
+            other.load_state_dict(state)
+            self.__init__(self.capacity)
+            for rec in other:
+                self.append(*rec)
+            return
+        self.names, self.table, self.count = list(state["names"]), table.clone(), int(state["count"])

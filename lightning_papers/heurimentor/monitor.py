@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from lightning_papers.heurimentor.events import (
     WeightsChangeEvent,
     get_bus,
 )
-from lightning_papers.heurimentor.history import StepHistory
+from lightning_papers.heurimentor.history import RecordRing, StepHistory
 from lightning_papers.heurimentor.trajectory import curves_from_stats, layer_std_stats, trajectory_distances
 
 __all__ = [
@@ -188,10 +187,11 @@ class TrainingStateMonitor(L.Callback):
 
     def _reset_state(self) -> None:
         self.history = StepHistory(self.history_size, min(1024, max(2, self.history_size)))
-        self.heldout_history: deque[tuple[int, int, dict[str, float]]] = deque(maxlen=self.max_records)
-        self.weights_history: deque[tuple[int, int, dict[str, float]]] = deque(maxlen=self.max_records)
-        self.rollbacks: deque[tuple[int, int]] = deque(maxlen=self.max_records)
-        self.trajectory_dist: deque[tuple[int, dict[str, float]]] = deque(maxlen=self.max_records)
+        # fixed-size tables: (step, tokens, {name: value}) records, the newest max_records kept
+        self.heldout_history = RecordRing(self.max_records)  # held-out loss per source
+        self.weights_history = RecordRing(self.max_records)  # mixture weights per source
+        self.rollbacks = RecordRing(self.max_records)  # {"to_step": ...}
+        self.trajectory_dist = RecordRing(self.max_records)  # Fréchet distance per parameter type
         self.trajectory_last: tuple[int, int, dict[str, list[float]]] | None = None  # (step, tokens, curves)
         self.source_loss_ema: dict[str, float] = {}
         self.step = 0  # index of the current optimizer step (trainer.global_step when its batch started)
@@ -225,7 +225,7 @@ class TrainingStateMonitor(L.Callback):
             self.source_names = list(names)
         sampler = getattr(dm, "sampler", None)
         if sampler is not None and not self.weights_history and hasattr(sampler, "weights"):
-            self.weights_history.append((0, 0, dict(sampler.weights)))  # starting mixture, for the dashboard
+            self.weights_history.append(0, 0, dict(sampler.weights))  # starting mixture, for the dashboard
         self.out_dir = self._resolve_out_dir(trainer)
         self._log_file = None if self.out_dir is None else self.out_dir / "heurimentor.log"
 
@@ -248,9 +248,9 @@ class TrainingStateMonitor(L.Callback):
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, StageChangeEvent | WeightsChangeEvent):
-            self.weights_history.append((event.step, event.tokens, dict(event.weights)))
+            self.weights_history.append(event.step, event.tokens, dict(event.weights))
         if isinstance(event, RollbackEvent):
-            self.rollbacks.append((event.step, event.to_step))
+            self.rollbacks.append(event.step, event.tokens, {"to_step": event.to_step})
         if isinstance(event, StepEvent) and not event.spike and event.culprit is None:
             return  # routine steps are in the history, not in the text log
         if self._log_file is not None and self._log_file.parent.is_dir() and _is_rank_zero():
@@ -430,7 +430,7 @@ class TrainingStateMonitor(L.Callback):
             batch = {k: v.to(pl_module.device) for k, v in batch.items()}
             losses[name] = float(pl_module.per_sample_loss(batch).mean())
         pl_module.train(was_training)
-        self.heldout_history.append((self.step, self.tokens, losses))
+        self.heldout_history.append(self.step, self.tokens, losses)
         self._bus.publish(HeldOutEvent(step=self.step, tokens=self.tokens, losses=losses))
         return losses
 
@@ -445,7 +445,7 @@ class TrainingStateMonitor(L.Callback):
         last = self.trajectory_last
         if last is not None and tokens > last[1]:
             dist = trajectory_distances(last[2], last[1], curves, tokens)
-            self.trajectory_dist.append((tokens, dist))
+            self.trajectory_dist.append(step, tokens, dist)
         if last is None or tokens > last[1]:
             self.trajectory_last = (step, tokens, curves)
         return dist
@@ -483,7 +483,7 @@ class TrainingStateMonitor(L.Callback):
         from lightning_papers.heurimentor.dashboard import save_dashboard
 
         return save_dashboard(path, self.history, list(self.heldout_history), list(self.weights_history),
-                              list(self.rollbacks), list(self.trajectory_dist))
+                              [(s, d["to_step"]) for s, _, d in self.rollbacks], [(t, d) for _, t, d in self.trajectory_dist])
 
     # ---------------------------------------------------------------- state
     def rebaseline(self) -> None:
@@ -505,11 +505,11 @@ class TrainingStateMonitor(L.Callback):
             "source_loss_ema": dict(self.source_loss_ema),
             "source_names": list(self.source_names),
             "history": self.history.state_dict(),
-            "heldout_history": list(self.heldout_history),
-            "weights_history": list(self.weights_history),
-            "rollbacks": list(self.rollbacks),
+            "heldout_history": self.heldout_history.state_dict(),
+            "weights_history": self.weights_history.state_dict(),
+            "rollbacks": self.rollbacks.state_dict(),
             "trajectory_last": self.trajectory_last,
-            "trajectory_dist": list(self.trajectory_dist),
+            "trajectory_dist": self.trajectory_dist.state_dict(),
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -528,11 +528,9 @@ class TrainingStateMonitor(L.Callback):
         self.source_loss_ema = dict(state_dict["source_loss_ema"])
         self.source_names = list(state_dict["source_names"]) or self.source_names
         self.history.load_state_dict(state_dict["history"])
-        self.heldout_history = deque(state_dict["heldout_history"], maxlen=self.max_records)
-        self.weights_history = deque(state_dict["weights_history"], maxlen=self.max_records)
-        self.rollbacks = deque(state_dict["rollbacks"], maxlen=self.max_records)
+        for name in ("heldout_history", "weights_history", "rollbacks", "trajectory_dist"):
+            getattr(self, name).load_state_dict(state_dict[name])
         self.trajectory_last = state_dict.get("trajectory_last")
-        self.trajectory_dist = deque(state_dict["trajectory_dist"], maxlen=self.max_records)
 
 
 def _is_rank_zero(trainer: L.Trainer | None = None) -> bool:

@@ -129,8 +129,10 @@ def test_monitor_validates_and_writes_a_dashboard(tmp_path):
     tsm = TrainingStateMonitor()
     for i, v in enumerate(stream(30)):
         tsm.history.append(i, 100 * i, v, 1.0, i == 20, i == 20, {"a": v, "b": v + 0.1})
-    tsm.weights_history.extend([(0, 0, {"a": 0.5, "b": 0.5}), (10, 1000, {"a": 0.2, "b": 0.8})])
-    tsm.trajectory_dist.extend([(1000, {"mlp": 1.0, "attn": 0.5}), (2000, {"mlp": 0.5, "attn": 0.2})])
+    for rec in [(0, 0, {"a": 0.5, "b": 0.5}), (10, 1000, {"a": 0.2, "b": 0.8})]:
+        tsm.weights_history.append(*rec)
+    for rec in [(10, 1000, {"mlp": 1.0, "attn": 0.5}), (20, 2000, {"mlp": 0.5, "attn": 0.2})]:
+        tsm.trajectory_dist.append(*rec)
     import matplotlib
 
     backend = matplotlib.get_backend()

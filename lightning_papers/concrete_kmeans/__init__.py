@@ -23,7 +23,12 @@ from lightning_papers.concrete_kmeans.core import (
 )
 from lightning_papers.concrete_kmeans.data import MNISTDataModule, NewsgroupsDataModule, USPSDataModule
 from lightning_papers.concrete_kmeans.embedding import ClusterEmbedding, ScalarNorm, pca_projection
-from lightning_papers.concrete_kmeans.estimator import ConcreteKMeansClusterer, select_partition
+from lightning_papers.concrete_kmeans.estimator import (
+    ConcreteKMeansClusterer,
+    compare_partitions,
+    scatter_ratio,
+    select_partition,
+)
 from lightning_papers.concrete_kmeans.module import (
     DeepConcreteKMeans,
     make_conv_autoencoder,
@@ -40,6 +45,7 @@ __all__ = [
     "NewsgroupsDataModule",
     "ScalarNorm",
     "USPSDataModule",
+    "compare_partitions",
     "concrete_kmeans_loss",
     "dec_soft_assignment",
     "dec_target_distribution",
@@ -49,6 +55,7 @@ __all__ = [
     "make_conv_autoencoder",
     "make_mlp_autoencoder",
     "pca_projection",
+    "scatter_ratio",
     "select_partition",
     "squared_distances",
     "temperature_at",

@@ -6,8 +6,10 @@ conventions (``fit`` returns ``self``, fitted attributes end in ``_``, ``random_
 reproducible, ``get_params`` / ``clone`` work).
 
 Every fit-time choice is unsupervised (labels are never seen): the final centroids are the lowest-inertia
-of {the learned centroids refined by Lloyd, k-means++ restarts} on the final embedding, and with
-``n_init > 1`` the run with the lowest within / total scatter ratio of its own embedding is kept.
+of {the learned centroids refined by Lloyd, k-means++ restarts} on the final embedding, with
+``n_init > 1`` the run with the lowest within / total scatter ratio of its own embedding is kept, and
+(``floor="select"``, the default) that partition is compared with k-means on the standardised input by
+:func:`compare_partitions` so the result does not fall below what ``sklearn.cluster.KMeans`` finds.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Literal
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-__all__ = ["ConcreteKMeansClusterer", "select_partition"]
+__all__ = ["ConcreteKMeansClusterer", "compare_partitions", "scatter_ratio", "select_partition"]
 
 
 def select_partition(z, n_clusters: int, learned_centroids=None, n_init: int = 10, seed: int = 0):
@@ -46,6 +48,52 @@ def select_partition(z, n_clusters: int, learned_centroids=None, n_init: int = 1
             best = refined
     total = float((z - z.mean(0)).pow(2).sum())
     return best[0], best[1], best[2], best[2] / max(total, 1e-12)
+
+
+def scatter_ratio(z, labels) -> float:
+    """Within-cluster over total scatter of the points ``z`` under ``labels`` (scale-free, in [0, 1]).
+
+    Example::
+
+        >>> import torch
+        >>> round(scatter_ratio(torch.tensor([[0.0], [0.2], [5.0], [5.2]]), torch.tensor([0, 0, 1, 1])), 4)
+        0.0016
+    """
+    import torch
+
+    z = torch.as_tensor(z, dtype=torch.float64)
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    k = int(labels.max()) + 1
+    counts = torch.bincount(labels, minlength=k).clamp_min(1).to(z.dtype).unsqueeze(1)
+    means = torch.zeros(k, z.shape[1], dtype=z.dtype).index_add_(0, labels, z) / counts
+    within = float((z - means[labels]).pow(2).sum())
+    total = float((z - z.mean(0)).pow(2).sum())
+    return within / max(total, 1e-12)
+
+
+def compare_partitions(spaces, candidates) -> tuple[int, list[float]]:
+    """Pick among candidate partitions by their scatter ratios in several spaces, each relative to the best.
+
+    ``score(P) = sum over spaces s of ratio_s(P) / min_Q ratio_s(Q)`` (lower is better; ``len(spaces)`` is
+    the best possible): a partition must be compact in every space, and no space's scale or dimension
+    dominates because each term is relative to the best candidate there. With the input and the embedding as
+    the spaces, k-means on the input is favoured in the first and the learned partition in the second, so
+    neither side is preferred by construction. Ties keep the earlier candidate. Unsupervised.
+
+    Returns ``(index of the chosen candidate, scores)``.
+
+    Example::
+
+        >>> import torch
+        >>> x = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [5.1, 0.0]])
+        >>> good, bad = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
+        >>> compare_partitions([x, x], [bad, good])[0]
+        1
+    """
+    ratios = [[scatter_ratio(z, labels) for labels in candidates] for z in spaces]
+    scores = [sum(r[i] / max(min(r), 1e-12) for r in ratios) for i in range(len(candidates))]
+    best = min(range(len(candidates)), key=lambda i: (scores[i], i))
+    return best, scores
 
 
 class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
@@ -77,6 +125,9 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         standardize: ``"global"`` (centre, divide by one scale: k-means geometry unchanged), ``"feature"``
             (z-score each feature) or ``"none"``; statistics from the ``X`` passed to ``fit``.
         n_init: independent runs (seeds ``random_state + i``); the lowest within / total scatter ratio wins.
+        floor: ``"select"`` (default): also run k-means (10 restarts) on the standardised input and keep
+            whichever partition :func:`compare_partitions` scores better over the input and the embedding
+            (labels never seen); ``"off"``: always the learned partition (``selected_`` says which won).
         random_state: seed (``None``: a fresh random seed per ``fit``).
         verbose: show Lightning's progress bar.
 
@@ -85,6 +136,9 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         cluster_centers_: ``(n_clusters, embedding dim)`` centroids in the embedding.
         inertia_: sum of squared distances of the embedded training samples to their nearest centroid.
         runs_: per run ``{"seed", "ratio"}`` (the unsupervised selection criterion).
+        selected_: ``"learned"`` (centroids in the embedding) or ``"input"`` (k-means on the standardised
+            input won the ``floor`` comparison; ``cluster_centers_`` and ``transform`` are then in that space).
+        selection_scores_: ``{"learned", "input"}`` scores of :func:`compare_partitions` (``floor="select"``).
         n_features_in_: number of input features seen by ``fit``.
         model_: the trained :class:`~lightning_papers.concrete_kmeans.DeepConcreteKMeans`.
 
@@ -123,6 +177,7 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         tau_end: float = 0.1,
         standardize: Literal["global", "feature", "none"] = "global",
         n_init: int = 1,
+        floor: Literal["select", "off"] = "select",
         random_state: int | None = None,
         verbose: bool = False,
     ) -> None:
@@ -149,6 +204,7 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         self.tau_end = tau_end
         self.standardize = standardize
         self.n_init = n_init
+        self.floor = floor
         self.random_state = random_state
         self.verbose = verbose
 
@@ -186,6 +242,8 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
                 raise ValueError(f"n_init must be >= 1, got {self.n_init}")
             if self.variant not in ("concrete", "dec", "dcn", "two_step"):
                 raise ValueError(f"variant must be 'concrete', 'dec', 'dcn' or 'two_step', got {self.variant!r}")
+            if self.floor not in ("select", "off"):
+                raise ValueError(f"floor must be 'select' or 'off', got {self.floor!r}")
             if self.standardize not in ("global", "feature", "none"):
                 raise ValueError(f"standardize must be 'global', 'feature' or 'none', got {self.standardize!r}")
         elif X.shape[1] != self.n_features_in_:
@@ -304,6 +362,17 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         model, centroids, labels, inertia, _ = best
         model.clusterer.set_centroids(centroids)
         self.model_ = model
+        self.selected_, self.selection_scores_ = "learned", {}
+        if self.floor == "select":
+            from lightning_papers.concrete_kmeans.core import kmeans
+
+            # the floor: k-means on exactly the input the model saw; kept only if it scores better over both
+            # spaces, so the learned partition survives wherever it is at least as compact overall
+            in_centroids, in_labels, in_inertia = kmeans(xt, int(self.n_clusters), n_init=10, seed=base)
+            winner, scores = compare_partitions([xt, self._embed(model, xt)], [labels, in_labels])
+            self.selection_scores_ = {"learned": scores[0], "input": scores[1]}
+            if winner == 1:
+                self.selected_, centroids, labels, inertia = "input", in_centroids, in_labels, in_inertia
         self.labels_ = labels.numpy().astype(np.int64)
         self.inertia_ = float(inertia)
         self.cluster_centers_ = centroids.numpy().copy()
@@ -325,9 +394,16 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         return self._embed(self.model_, torch.from_numpy(self._scaled(X))).numpy()
 
     def transform(self, X) -> np.ndarray:
-        """Euclidean distances ``(n_samples, n_clusters)`` to the centroids in the embedding (like ``KMeans``)."""
+        """Euclidean distances ``(n_samples, n_clusters)`` to the centroids (like ``KMeans``), in the embedding,
+        or in the standardised input when ``selected_ == "input"``."""
         import torch
 
+        if getattr(self, "selected_", "learned") == "input":
+            self._check_fitted()
+            x = self._scaled(self._check_X(X, fitting=False)).astype(np.float64)
+            c = self.cluster_centers_.astype(np.float64)
+            d2 = (x**2).sum(1, keepdims=True) - 2 * x @ c.T + (c**2).sum(1)
+            return np.sqrt(np.clip(d2, 0.0, None))
         z = torch.from_numpy(self.embed(X))
         with torch.no_grad():
             return self.model_.clusterer.distances(z).sqrt().numpy()
@@ -337,5 +413,5 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         return self.transform(X).argmin(1).astype(np.int64)
 
     def score(self, X, y=None) -> float:
-        """Opposite of the k-means objective of ``X`` in the embedding (higher is better, like ``KMeans``)."""
+        """Opposite of the k-means objective of ``X`` in the space of ``cluster_centers_`` (higher is better, like ``KMeans``)."""
         return -float((self.transform(X).min(1) ** 2).sum())

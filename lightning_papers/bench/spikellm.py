@@ -90,7 +90,7 @@ def _packed_rows(quick: bool) -> tuple[list[list], float]:
                  dict(w_bits=2, a_bits=16, extra_bits=1, salient_fraction=0.1, spike="weights", ternary=True))]
     if quick:
         settings = settings[1:2]
-    cfg = LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+    cfg = LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
                       tie_word_embeddings=False)  # fmt: skip
     ids = torch.randint(0, 256, (8, 64), generator=torch.Generator().manual_seed(0))
     rows, first = [], None

@@ -107,6 +107,9 @@ class CheckpointWriter:
             "model_type": getattr(hf_config, "model_type", None),
             "attn_implementation": getattr(hf_config, "_attn_implementation", None),
             "config": config.to_dict(), "linears": self.linears, "aliases": aliases, "files": self._files,
+            # non-persistent buffers (rotary frequencies) are rebuilt on load: record their dtypes (model.half()
+            # casts them too) so the reloaded model computes in the same precision
+            "buffer_dtypes": {k: str(v.dtype) for k, v in model.named_buffers() if v.is_floating_point()},
         }  # fmt: skip
         (self.tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")  # last: marks it complete
         out = self.out
@@ -263,5 +266,12 @@ def load_quantized(
         current = getattr(mod, leaf)
         if isinstance(current, torch.Tensor) and current.dtype != value.dtype:
             current.data = current.data.to(value.dtype)
+    dtypes = {str(d): d for d in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+    for key, dtype in meta.get("buffer_dtypes", {}).items():
+        owner, _, leaf = key.rpartition(".")
+        mod = model.get_submodule(owner) if owner else model
+        buf = mod._buffers.get(leaf)
+        if buf is not None and str(buf.dtype) != dtype and dtype in dtypes:
+            mod._buffers[leaf] = buf.to(dtypes[dtype])
     model.spikellm_config = config
     return model.to(device).eval()

@@ -71,6 +71,8 @@ def test_bf16_model_packs_exactly_and_file_is_small(tmp_path):
     for name, layer in model.named_modules():
         if isinstance(layer, SpikeLinear):
             assert torch.equal(again.get_submodule(name).weight, layer.weight)
+    with torch.no_grad():  # rotary buffers are rebuilt in the saved dtype too: identical bf16 logits
+        assert torch.equal(model(input_ids=ids).logits, again(input_ids=ids).logits)
     stored = load_file(str(tmp_path / "q" / MODEL_FILE))
     linear_bytes = sum(v.numel() * v.element_size() for k, v in stored.items() if ".layers." in k)
     fp16_bytes = sum(p.numel() * 2 for p in model.model.layers.parameters())

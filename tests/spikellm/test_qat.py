@@ -49,7 +49,7 @@ def test_qat_beats_ptq_on_massive_activations(trained_model, text_data):
     p_ptq = perplexity(ptq, val, 64)
     lm = TinyLM(copy.deepcopy(trained_model), lr=1e-3)
     cb = SpikeLLMQuantization(cfg, when="fit_start", mode="qat")  # calibrates on the training dataloader
-    _trainer(max_steps=40).fit(lm, DataLoader(windows, batch_size=8, shuffle=False))
+    _trainer(max_steps=40, callbacks=[cb]).fit(lm, DataLoader(windows, batch_size=8, shuffle=False))
     layers = quantized_linears(lm.model)
     assert len(layers) == 14 and all(not layer.qat and layer.weight_quantized for layer in layers.values())
     assert cb.report is not None and cb.report.avg_activation_bits == pytest.approx(4.09, abs=0.01)

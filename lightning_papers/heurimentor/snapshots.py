@@ -45,8 +45,8 @@ class SnapshotStore:
         >>> store.save(0, m, [opt]); w = m.weight.detach().clone()
         >>> with torch.no_grad():
         ...     _ = m.weight.add_(1.0)
-        >>> store.restore(m, [opt]); torch.equal(m.weight, w)
-        True
+        >>> store.restore(m, [opt]), torch.equal(m.weight, w)
+        (0, True)
     """
 
     def __init__(self, kind: Literal["host", "disk"] = "host", keep: int = 1, directory: str | Path | None = None) -> None:

@@ -25,7 +25,8 @@ def test_activation_checkpointing_recomputes_layers_with_equal_gradients():
         lm.configure_model()
         lm.train()
         n = [0]
-        lm.model.model.layers[0].mlp.register_forward_hook(lambda *a, n=n: n.__setitem__(0, n[0] + 1))
+        # a pre-hook on the layer's first block: recomputation may stop early, after the last needed tensor
+        lm.model.model.layers[0].self_attn.register_forward_pre_hook(lambda *a, n=n: n.__setitem__(0, n[0] + 1))
         lm.per_sample_loss({"input_ids": ids, "labels": ids}).mean().backward()
         grads.append([p.grad.clone() for p in lm.parameters()])
         calls.append(n[0])

@@ -18,7 +18,7 @@ Example::
 """
 
 from lightning_papers.metamd.adaptive import AdaptiveMirrorMap
-from lightning_papers.metamd.meta_train import (
+from lightning_papers.metamd.meta_training import (
     MetaTrainResult,
     meta_train,
     regret_bound,

@@ -122,7 +122,7 @@ def _window(
     (re-anchored per window: a fixed Adam solution from ``θ_1`` would reward copying Adam's own path).
     ``loss``: the mean log training loss over the window (the usual learned-optimizer objective; ablation).
     """
-    from lightning_papers.metamd.meta_train import reference_solution
+    from lightning_papers.metamd.meta_training import reference_solution
 
     roles = tensor_roles(task.params)
     run = _Run(task.params)
@@ -195,7 +195,7 @@ def meta_train_adaptive(
     progress: bool,
 ):
     """The adaptive-family loop behind :func:`lightning_papers.metamd.meta_train` (see its arguments)."""
-    from lightning_papers.metamd.meta_train import MetaTrainResult
+    from lightning_papers.metamd.meta_training import MetaTrainResult
 
     meta_opt = torch.optim.Adam(mirror_map.parameters(), lr=meta_lr)
     history: list[dict[str, float]] = []

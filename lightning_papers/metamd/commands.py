@@ -99,7 +99,7 @@ def meta_train(
         A one-paragraph summary (objective before/after, where the map was written).
     """
     from lightning_papers.metamd.adaptive import AdaptiveMirrorMap
-    from lightning_papers.metamd.meta_train import meta_train as _meta_train
+    from lightning_papers.metamd.meta_training import meta_train as _meta_train
     from lightning_papers.metamd.mirror_map import MirrorMap
     from lightning_papers.metamd.optimizer import resolve_mirror_map
     from lightning_papers.metamd.tasks import make_sampler

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lightning_papers.metamd import MirrorMap, meta_train, regret_bound, unrolled_regret_bound
-from lightning_papers.metamd.meta_train import reference_solution
+from lightning_papers.metamd.meta_training import reference_solution
 from lightning_papers.metamd.tasks import FunctionalTask, LeastSquaresSampler, make_sampler
 
 

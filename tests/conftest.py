@@ -10,10 +10,16 @@ import lightning.pytorch  # noqa: F401  (its log handlers must bind to the sessi
 import pytest
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
-ROOT = Path(__file__).resolve().parents[1]
-os.chdir(ROOT)  # configs are referenced relative to the repository root, as in the README
+ROOT = Path(__file__).resolve().parents[1]  # tests reach configs and examples through ROOT, never the cwd
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*litlogger.*")
+
+
+@pytest.fixture(autouse=True)
+def _cwd_outside_the_repository(tmp_path, monkeypatch):
+    """Each test runs in its own temporary directory: nothing a test writes can land in the repository."""
+    monkeypatch.chdir(tmp_path)
+    yield
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,9 @@ from lightning_papers.metamd import (
     resolve_mirror_map,
 )
 
-CONFIG = Path("cli_configs/metamd/digits_mlp.yaml")
-MY_MODEL = Path("cli_configs/metamd/my_model.yaml")
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "cli_configs/metamd/digits_mlp.yaml"
+MY_MODEL = ROOT / "cli_configs/metamd/my_model.yaml"
 
 
 def test_shipped_default_is_a_meta_learned_adaptive_map():

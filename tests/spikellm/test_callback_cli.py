@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import lightning.pytorch as L
 import pytest
 import torch
@@ -59,7 +61,7 @@ def test_quantize_configs_parse_into_a_validated_config(name):
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_function_arguments(quantize, fail_untyped=False)
-    cfg = parser.instantiate_classes(parser.parse_args(["--config", f"cli_configs/spikellm/{name}.yaml"]))
+    cfg = parser.instantiate_classes(parser.parse_args(["--config", str(Path(__file__).resolve().parents[2] / "cli_configs" / "spikellm" / f"{name}.yaml")]))
     q = cfg.quantization
     assert isinstance(q, SpikeLLMConfig)
     assert q.extra_bits == 1 and q.salient_fraction == 0.1

@@ -115,6 +115,8 @@ def test_compare_partitions_is_relative_per_space_and_symmetric():
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="k-means floor not met yet: the scatter comparison keeps the learned "
+                   "partition on noisy blobs (benchmark: input k-means won on 0 of 21 table-seeds)")
 def test_floor_holds_on_a_held_out_noisy_blobs_table():
     """A noisy-blobs table no default was chosen on (other sizes and seed than blobs_dev / blobs_heldout; most
     dimensions are noise, where the learned code alone fell below k-means): the default estimator is not

@@ -31,8 +31,8 @@ from lightning_papers.metamd.tasks import (
     FunctionalTask,
     LeastSquaresSampler,
     LogisticRegressionSampler,
-    MixtureSampler,
     MLPSampler,
+    TaskMixtureSampler,
     TaskSampler,
     make_sampler,
 )
@@ -47,7 +47,7 @@ __all__ = [
     "MetaMirrorDescent",
     "MetaTrainResult",
     "MirrorMap",
-    "MixtureSampler",
+    "TaskMixtureSampler",
     "ModuleTaskSampler",
     "TaskSampler",
     "available_presets",

@@ -28,7 +28,7 @@ __all__ = [
     "LeastSquaresSampler",
     "LogisticRegressionSampler",
     "MLPSampler",
-    "MixtureSampler",
+    "TaskMixtureSampler",
     "TaskSampler",
     "make_sampler",
 ]
@@ -245,12 +245,12 @@ class LeastSquaresSampler(TaskSampler):
         return FunctionalTask(params, loss, name=f"lsq_d{self.dim}_s{seed}", info={"seed": seed})
 
 
-class MixtureSampler(TaskSampler):
+class TaskMixtureSampler(TaskSampler):
     """Draws from several families with given weights (the family is chosen by the seed)."""
 
     def __init__(self, samplers: Sequence[TaskSampler], weights: Sequence[float] | None = None) -> None:
         if not samplers:
-            raise ValueError("MixtureSampler needs at least one sampler")
+            raise ValueError("TaskMixtureSampler needs at least one sampler")
         w = np.asarray(weights if weights is not None else [1.0] * len(samplers), dtype=float)
         if len(w) != len(samplers) or (w < 0).any() or w.sum() <= 0:
             raise ValueError(
@@ -338,4 +338,4 @@ def make_sampler(families: str | Sequence[str], **kwargs) -> TaskSampler:
         }.get(name, LogisticRegressionSampler)
         ok = set(inspect.signature(target.__init__).parameters)
         out.append(_WithLR(factory(**{k: v for k, v in kwargs.items() if k in ok}), FAMILY_LR[name]))
-    return out[0] if len(out) == 1 else MixtureSampler(out)
+    return out[0] if len(out) == 1 else TaskMixtureSampler(out)

@@ -17,7 +17,7 @@ from lightning_papers.spikellm.gif import GIFQuantizer, gif_levels, mixed_fake_q
 from lightning_papers.spikellm.gptq import gptq_quantize
 from lightning_papers.spikellm.io import load_quantized, save_quantized
 from lightning_papers.spikellm.linear import SpikeLinear
-from lightning_papers.spikellm.quantize import (
+from lightning_papers.spikellm.quantization import (
     QuantizationReport,
     find_decoder_layers,
     quantize,

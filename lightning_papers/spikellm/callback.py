@@ -12,7 +12,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_papers.spikellm.config import SpikeLLMConfig
 from lightning_papers.spikellm.eval import perplexity
 from lightning_papers.spikellm.linear import SpikeLinear
-from lightning_papers.spikellm.quantize import QuantizationReport, _set_module, quantize, quantized_linears
+from lightning_papers.spikellm.quantization import (
+    QuantizationReport,
+    _set_module,
+    quantize,
+    quantized_linears,
+)
 
 __all__ = ["SpikeLLMQuantization", "token_windows"]
 

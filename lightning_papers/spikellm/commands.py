@@ -22,7 +22,7 @@ def load_causal_lm(path: str, dtype: str | torch.dtype | None = None) -> torch.n
     Raises:
         FileNotFoundError: when ``path`` does not exist.
     """
-    from lightning_papers.spikellm.quantize import resolve_dtype
+    from lightning_papers.spikellm.quantization import resolve_dtype
 
     p = Path(path).expanduser()
     if p.is_dir():
@@ -85,8 +85,8 @@ def quantize(
     from lightning_papers.data import TextDataModule
     from lightning_papers.spikellm.eval import perplexity
     from lightning_papers.spikellm.io import save_quantized
-    from lightning_papers.spikellm.quantize import quantize as quantize_model
-    from lightning_papers.spikellm.quantize import resolve_dtype
+    from lightning_papers.spikellm.quantization import quantize as quantize_model
+    from lightning_papers.spikellm.quantization import resolve_dtype
     from lightning_papers.spikellm.tiny import train_tiny_llama
 
     config = quantization if quantization is not None else SpikeLLMConfig(nsamples=64, seqlen=128)

@@ -27,7 +27,7 @@ from torch import nn
 from lightning_papers.spikellm.config import SpikeLLMConfig
 from lightning_papers.spikellm.linear import SpikeLinear
 from lightning_papers.spikellm.pack import pack_linear, unpack_linear
-from lightning_papers.spikellm.quantize import _set_module, quantized_linears
+from lightning_papers.spikellm.quantization import _set_module, quantized_linears
 
 __all__ = ["CONFIG_FILE", "FORMAT", "MODEL_FILE", "CheckpointWriter", "load_quantized", "read_checkpoint_meta",
            "save_quantized"]

@@ -79,7 +79,7 @@ def _main(mode: str, model_dir: str, out_dir: str) -> None:
     else:
         from lightning_papers.spikellm.commands import load_causal_lm
         from lightning_papers.spikellm.io import save_quantized
-        from lightning_papers.spikellm.quantize import quantize
+        from lightning_papers.spikellm.quantization import quantize
 
         model = load_causal_lm(model_dir)
         quantize(model, ids, config, progress=False)

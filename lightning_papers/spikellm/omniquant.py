@@ -20,7 +20,7 @@ from torch import nn
 
 from lightning_papers.spikellm.config import SpikeLLMConfig
 from lightning_papers.spikellm.linear import SpikeLinear
-from lightning_papers.spikellm.quantize import run_layer
+from lightning_papers.spikellm.quantization import run_layer
 from lightning_papers.spikellm.saliency import SaliencyStats
 
 __all__ = ["omniquant_layer"]

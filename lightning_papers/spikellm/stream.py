@@ -19,7 +19,7 @@ from torch import nn
 
 from lightning_papers.spikellm.config import SpikeLLMConfig
 from lightning_papers.spikellm.io import CheckpointWriter, _rest_state
-from lightning_papers.spikellm.quantize import (
+from lightning_papers.spikellm.quantization import (
     QuantizationReport,
     find_decoder_layers,
     move_except_layers,

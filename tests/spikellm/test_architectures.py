@@ -32,7 +32,7 @@ def test_architecture_quantizes_and_round_trips(arch, tmp_path):
     report = quantize(model, ids, SpikeLLMConfig(w_bits=4, a_bits=4, nsamples=4, seqlen=24, pipeline="gptq"), progress=False)
     layers = quantized_linears(model)
     assert len(layers) == len(report.linears) == EXPECTED[arch]
-    from lightning_papers.spikellm.quantize import find_decoder_layers
+    from lightning_papers.spikellm.quantization import find_decoder_layers
 
     leftover = [n for n, m in find_decoder_layers(model).named_modules() if type(m).__name__ in ("Linear", "Conv1D")]
     assert not leftover  # every projection inside the decoder layers was replaced

@@ -12,7 +12,7 @@ from lightning_papers.spikellm import (
     quantized_linears,
     save_quantized,
 )
-from lightning_papers.spikellm.quantize import capture_layer_inputs, find_decoder_layers
+from lightning_papers.spikellm.quantization import capture_layer_inputs, find_decoder_layers
 
 SEQ = 64
 

@@ -75,7 +75,7 @@ class FEAdapterConfig:
             ``tap_std / sqrt(K * kernel_size)`` and then centred so that each branch's taps sum to zero:
             the adapter starts as a bank of temporal-difference filters that ignore static appearance
             (background, identity) and pass motion; ``"zero_up"``: the same without centring;
-            ``"identity"``: taps and biases zero, projections random (the recipe in our spec; measured to
+            ``"identity"``: taps and biases zero, projections random (the reconstruction first shipped; measured to
             learn far more slowly, see README).
         tap_std: scale of the random temporal taps for ``init="zero_up"``.
         padding: how the temporal conv pads the clip's ends: ``"replicate"`` (default) repeats the first /

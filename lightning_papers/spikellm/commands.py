@@ -52,7 +52,7 @@ def quantize(
     eval_seqlen: int = 256,
     max_eval_windows: int | None = None,
     batch_size: int = 8,
-    output_dir: str | None = "spikellm_output",
+    output_dir: str | None = None,
     seed: int = 0,
     device: str | None = None,
     dtype: str | None = None,
@@ -72,7 +72,7 @@ def quantize(
         eval_seqlen: perplexity window (non-overlapping).
         max_eval_windows: cap on evaluated windows.
         batch_size: windows per forward pass.
-        output_dir: where ``report.md`` and the quantized model go (``None``: save nothing).
+        output_dir: where ``report.md`` and the packed quantized model go (default ``None``: save nothing).
         seed: seed of training and calibration sampling.
         device: compute device (``"cuda"``, ``"cuda:1"``, ``"cpu"``; default: CPU).
         dtype: model dtype for loading and forward passes (``"bfloat16"``, ``"float16"``, ``"float32"``).

@@ -1,5 +1,6 @@
 """The synthetic config learns the multi-scale temporal task; a per-frame linear probe on the same data does not."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,10 @@ def test_synthetic_config_learns_order_while_linear_probe_stays_at_chance(tmp_pa
     adapter = _fit(tmp_path, *once)
     probe = _fit(tmp_path, "--model.init_args.mode=linear_probe", "--trainer.max_epochs=6")
     chance = 0.25  # per-frame models are at chance by construction
+    # a chance-level model's score on the ~58 validation clips (15 % of 384) has a standard deviation of
+    # sqrt(0.25 * 0.75 / 58) ≈ 0.057: the probe must stay within 2.5 of them of chance
+    noise = math.sqrt(chance * (1 - chance) / round(0.15 * 384))
     # seed 0 is the weakest of the benchmark's three seeds (val UAR 0.41; 0.64 and 0.54 for the others)
     assert adapter["val/uar"] >= chance + 0.125, adapter
-    assert probe["val/uar"] <= chance + 0.1, probe
+    assert probe["val/uar"] <= chance + 2.5 * noise, probe
     assert adapter["val/uar"] > probe["val/uar"], (adapter, probe)

@@ -1,6 +1,7 @@
 """Helper script for test_aquila2_scale.py (not a test): rank RANK of WORLD gloo processes builds a mid-size
 Aquila2 (about 58M parameters) sharded with FSDP2, with and without meta-device init, and reports its peak
-resident memory growth while building it. usage: python meta_job.py OUT (RANK, WORLD_SIZE, MASTER_* in env)
+resident memory growth while building it. usage: python meta_job.py OUT meta|eager (RANK, WORLD_SIZE, MASTER_* in
+env). One build per process: memory freed by an earlier build would be reused and hide the later one's growth.
 """
 
 import json
@@ -44,13 +45,13 @@ def build(meta: bool, mesh) -> dict:
     return {"peak": peak, "local": local, "full": full, "loss": loss, "std": std}
 
 
-def main(out: Path) -> None:
+def main(out: Path, mode: str) -> None:
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (dist.get_world_size(),), mesh_dim_names=("data_parallel",))
-    result = {"meta": build(True, mesh), "eager": build(False, mesh)}
-    (out / f"meta_rank{dist.get_rank()}.json").write_text(json.dumps(result))
+    result = build(mode == "meta", mesh)
+    (out / f"{mode}_rank{dist.get_rank()}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2])

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from lightning_papers.bench.report import BenchReport
 
+__all__ = ["run"]
+
 SEQ_LEN, BATCH, WORLD = 64, 8, 2
 
 

@@ -24,6 +24,8 @@ import torch
 
 from lightning_papers.bench.report import BenchReport, mean_std
 
+__all__ = ["run", "run_task", "step_time"]
+
 #: name -> (family, target training loss, seen in meta-training?)
 FAMILIES: dict[str, tuple[str, float, bool]] = {
     "digits MLP": ("mlp_digits", 0.01, True),

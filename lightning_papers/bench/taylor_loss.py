@@ -19,6 +19,8 @@ import numpy as np
 
 from lightning_papers.bench.report import BenchReport, markdown_table, mean_std
 
+__all__ = ["make_loss", "run"]
+
 OURS = "TaylorLoss (shipped)"
 CONTROL = "CE series deg 5 (unsearched)"
 HAND = ["CE", "MAE", "GCE q=0.7", "SCE 0.1/1", "NCE+RCE", "Poly-1 ε=1"]

@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -113,7 +114,7 @@ def _window(
     T: int,
     lr: float,
     second_order: bool,
-    objective: str = "regret_bound",
+    objective: Literal["regret_bound", "loss"] = "regret_bound",
     reference_steps: int = 100,
 ) -> tuple[Tensor, float]:
     """Differentiable log-objective of one window of ``T`` steps after ``warm`` untracked ones, and the final loss.
@@ -184,7 +185,7 @@ def meta_train_adaptive(
     task_pool: int,
     reference_steps: int,
     grad_clip: float,
-    objective: str,
+    objective: Literal["regret_bound", "loss"],
     val_tasks: int,
     val_every: int,
     val_steps: int,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as L
 import torch
@@ -27,7 +27,7 @@ def meta_train(
     data: L.LightningDataModule | None = None,
     loss: str | None = None,
     n_examples: int = 256,
-    map_family: str = "adaptive",
+    map_family: Literal["adaptive", "static"] = "adaptive",
     output: str = "metamd_map.pt",
     init_map: str | None = None,
     hidden: int = 16,
@@ -43,7 +43,7 @@ def meta_train(
     lr: float | None = None,
     meta_lr: float = 0.03,
     second_order: bool = True,
-    objective: str | None = None,
+    objective: Literal["regret_bound", "loss"] | None = None,
     task_pool: int = 64,
     reference_steps: int = 300,
     reference_lr: float = 0.01,

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -173,7 +173,7 @@ def meta_train(
     reference_steps: int = 300,
     reference_lr: float = 0.01,
     grad_clip: float = 1.0,
-    objective: str | None = None,
+    objective: Literal["regret_bound", "loss"] | None = None,
     val_tasks: int = 4,
     val_every: int = 10,
     val_steps: int = 100,

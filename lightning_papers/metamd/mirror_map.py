@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -448,12 +448,12 @@ class MirrorMap(nn.Module):
         log_gamma = self.log_gamma[slot].to(u.dtype)
         return _InverseFn.apply(u, log_d, beta, log_gamma, tol, max_iter)
 
-    def psi(self, x: Tensor, slot: int = 0, reduction: str = "sum") -> Tensor:
+    def psi(self, x: Tensor, slot: int = 0, reduction: Literal["sum", "none"] = "sum") -> Tensor:
         """The potential ``ψ(x)`` (``reduction="sum"`` over elements, or ``"none"``)."""
         out = _psi(x, *self.coefficients(slot))
         return out.sum() if reduction == "sum" else out
 
-    def bregman(self, x: Tensor, y: Tensor, slot: int = 0, reduction: str = "sum") -> Tensor:
+    def bregman(self, x: Tensor, y: Tensor, slot: int = 0, reduction: Literal["sum", "none"] = "sum") -> Tensor:
         """Bregman divergence ``D_ψ(x, y) = ψ(x) − ψ(y) − ⟨h(y), x − y⟩`` (≥ 0; 0 iff ``x = y``)."""
         d, b, g = self.coefficients(slot)
         # quadratic part in closed form (no cancellation), tanh part as a difference

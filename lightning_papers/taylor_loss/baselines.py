@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from lightning_papers.taylor_loss.criterion import LabelLoss
+from lightning_papers.taylor_loss.criterion import LabelLoss, Reduction
 
 __all__ = ["GeneralizedCrossEntropy", "MeanAbsoluteError", "NCEandRCE", "PolyLoss", "SymmetricCrossEntropy"]
 
@@ -53,7 +53,7 @@ class MeanAbsoluteError(LabelLoss):
     """
 
     def __init__(self, scale: float = 1.0, weight: _Weight = None, ignore_index: int = -100,
-                 reduction: str = "mean", label_smoothing: float = 0.0, validate: bool | None = None) -> None:
+                 reduction: Reduction = "mean", label_smoothing: float = 0.0, validate: bool | None = None) -> None:
         super().__init__(weight, ignore_index, reduction, label_smoothing, validate)
         if not scale > 0:
             raise ValueError(f"scale must be > 0, got {scale}")
@@ -79,7 +79,7 @@ class GeneralizedCrossEntropy(LabelLoss):
     """
 
     def __init__(self, q: float = 0.7, weight: _Weight = None, ignore_index: int = -100,
-                 reduction: str = "mean", label_smoothing: float = 0.0, validate: bool | None = None) -> None:
+                 reduction: Reduction = "mean", label_smoothing: float = 0.0, validate: bool | None = None) -> None:
         super().__init__(weight, ignore_index, reduction, label_smoothing, validate)
         if not 0.0 < q <= 1.0:
             raise ValueError(f"q must be in (0, 1], got {q}")
@@ -93,7 +93,7 @@ class _WithReverseCE(LabelLoss):
     """An active term weighted ``alpha`` plus reverse cross-entropy weighted ``beta`` (SCE, NCE+RCE)."""
 
     def __init__(self, alpha: float, beta: float, log_zero: float, weight: _Weight, ignore_index: int,
-                 reduction: str, label_smoothing: float, validate: bool | None) -> None:
+                 reduction: Reduction, label_smoothing: float, validate: bool | None) -> None:
         super().__init__(weight, ignore_index, reduction, label_smoothing, validate)
         self.alpha, self.beta = _check_pair(alpha, beta)
         self.log_zero = _check_log_zero(log_zero)
@@ -123,7 +123,7 @@ class SymmetricCrossEntropy(_WithReverseCE):
     """
 
     def __init__(self, alpha: float = 0.1, beta: float = 1.0, log_zero: float = math.log(1e-4),
-                 weight: _Weight = None, ignore_index: int = -100, reduction: str = "mean",
+                 weight: _Weight = None, ignore_index: int = -100, reduction: Reduction = "mean",
                  label_smoothing: float = 0.0, validate: bool | None = None) -> None:
         super().__init__(alpha, beta, log_zero, weight, ignore_index, reduction, label_smoothing, validate)
 
@@ -149,7 +149,7 @@ class NCEandRCE(_WithReverseCE):
     """
 
     def __init__(self, alpha: float = 1.0, beta: float = 1.0, log_zero: float = math.log(1e-4),
-                 weight: _Weight = None, ignore_index: int = -100, reduction: str = "mean",
+                 weight: _Weight = None, ignore_index: int = -100, reduction: Reduction = "mean",
                  label_smoothing: float = 0.0, validate: bool | None = None) -> None:
         super().__init__(alpha, beta, log_zero, weight, ignore_index, reduction, label_smoothing, validate)
 
@@ -176,7 +176,7 @@ class PolyLoss(LabelLoss):
     """
 
     def __init__(self, epsilon: float = 1.0, weight: _Weight = None, ignore_index: int = -100,
-                 reduction: str = "mean", label_smoothing: float = 0.0, validate: bool | None = None) -> None:
+                 reduction: Reduction = "mean", label_smoothing: float = 0.0, validate: bool | None = None) -> None:
         super().__init__(weight, ignore_index, reduction, label_smoothing, validate)
         if not math.isfinite(epsilon) or epsilon < -1.0:
             raise ValueError(f"epsilon must be a finite number >= -1 (the loss stays monotone), got {epsilon}")

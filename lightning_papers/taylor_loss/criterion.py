@@ -22,15 +22,17 @@ samples (empty batch, every target ignored) is NaN.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 
-__all__ = ["LabelLoss"]
+__all__ = ["LabelLoss", "Reduction"]
+Reduction = Literal["mean", "sum", "none"]
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def check_reduction(reduction: str) -> str:
+def check_reduction(reduction: Reduction) -> Reduction:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     return reduction

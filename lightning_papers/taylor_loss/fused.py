@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+__all__ = ["TaylorDenseLoss", "TaylorIndexLoss", "log_softmax", "value_and_slope_matrix"]
+
 NONE, SUM, MEAN = 0, 1, 2
 
 

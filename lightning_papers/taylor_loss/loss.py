@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from lightning_papers.taylor_loss.baselines import one_minus_p
-from lightning_papers.taylor_loss.criterion import LabelLoss, _is_compiling
+from lightning_papers.taylor_loss.criterion import LabelLoss, Reduction, _is_compiling
 from lightning_papers.taylor_loss.fused import (
     MEAN,
     NONE,
@@ -171,7 +171,7 @@ class TaylorLoss(LabelLoss):
         other_coefficients: Sequence[float] | None = None,
         weight: torch.Tensor | Sequence[float] | None = None,
         ignore_index: int = -100,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         label_smoothing: float = 0.0,
         validate: bool | None = None,
     ) -> None:
@@ -266,7 +266,7 @@ def taylor_loss(
     other_coefficients: Sequence[float] | torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Functional Taylor loss ``Σ_k c_k (1 - p_y)^k + Σ_m d_m (Σ_{j≠y} p_j²)^m`` (options as ``F.cross_entropy``).

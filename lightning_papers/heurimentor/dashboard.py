@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_papers.files import atomic_write
+
 __all__ = ["save_dashboard"]
 
 
@@ -24,7 +26,6 @@ def save_dashboard(
     ``history`` is a :class:`~lightning_papers.heurimentor.history.StepHistory`. The file is written
     atomically (temporary name, then ``os.replace``).
     """
-    import os
 
     from matplotlib.figure import Figure
 
@@ -80,7 +81,6 @@ def save_dashboard(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=90, format="png")
-    os.replace(tmp, path)
+    with atomic_write(path, "wb", encoding=None) as handle:
+        fig.savefig(handle, dpi=90, format="png")
     return path

@@ -20,7 +20,6 @@ import bisect
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from lightning_papers.files import atomic_directory, atomic_write_text
 
 __all__ = ["FORMAT", "TokenWindows", "check_compatible", "prepare_data", "read_index", "tokenizer_info"]
 
@@ -176,44 +177,33 @@ def prepare_data(
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite true) to replace it")
     encode, info = tokenizer_info(tokenizer)
     dtype = np.dtype(np.uint16 if info["vocab_size"] <= 1 << 16 else np.uint32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.incomplete-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    writer = _ShardWriter(tmp, dtype, int(shard_tokens))
     total_bytes = sum(p.stat().st_size for p in paths)
     documents = 0
-    try:
-        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"prepare-data {out.name}", disable=not progress) as bar:
-            for p in paths:
-                for text, nbytes, end in _documents(p, text_key, 1 << 22):
-                    ids = encode(text) if text else []
-                    if end and info["eos_id"] is not None:
-                        ids = [*ids, int(info["eos_id"])]
-                    if ids:
-                        writer.write(np.asarray(ids, dtype=np.int64))
-                    documents += int(end)
-                    bar.update(nbytes)
-        writer.close()
-        index = {
-            "format": FORMAT, "version": 1, "dtype": dtype.name, "tokenizer": info["name"],
-            "tokenizer_fingerprint": info["fingerprint"], "vocab_size": info["vocab_size"],
-            "num_tokens": sum(f["tokens"] for f in writer.files), "documents": documents, "files": writer.files,
-            "inputs": [str(p) for p in paths],
-        }  # fmt: skip
-        (tmp / (INDEX + ".tmp")).write_text(json.dumps(index, indent=1))
-        os.replace(tmp / (INDEX + ".tmp"), tmp / INDEX)  # the index is the completion marker, written last
-        if out.exists():
-            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, trash)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        writer.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # the new folder replaces ``out`` only once complete: a crash leaves the old one (or none), never a mix
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        writer = _ShardWriter(tmp, dtype, int(shard_tokens))
+        try:
+            with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"prepare-data {out.name}", disable=not progress) as bar:
+                for p in paths:
+                    for text, nbytes, end in _documents(p, text_key, 1 << 22):
+                        ids = encode(text) if text else []
+                        if end and info["eos_id"] is not None:
+                            ids = [*ids, int(info["eos_id"])]
+                        if ids:
+                            writer.write(np.asarray(ids, dtype=np.int64))
+                        documents += int(end)
+                        bar.update(nbytes)
+            writer.close()
+            index = {
+                "format": FORMAT, "version": 1, "dtype": dtype.name, "tokenizer": info["name"],
+                "tokenizer_fingerprint": info["fingerprint"], "vocab_size": info["vocab_size"],
+                "num_tokens": sum(f["tokens"] for f in writer.files), "documents": documents, "files": writer.files,
+                "inputs": [str(p) for p in paths],
+            }  # fmt: skip
+            atomic_write_text(tmp / INDEX, json.dumps(index, indent=1))  # the completion marker, written last
+        except BaseException:
+            writer.close()
+            raise
     return f"wrote {index['num_tokens']:,} tokens: {documents} documents, {len(writer.files)} shard file(s), {dtype.name}, tokenizer {info['name']} -> {out}"
 
 

@@ -141,3 +141,45 @@ def test_monitor_validates_and_writes_a_dashboard(tmp_path):
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.get_backend() == backend  # drawn on a Figure: the user's backend is untouched
+
+
+def _same_state(a, b) -> bool:
+    """Whole-state equality: every key, tensors element-wise (NaN padding included), plain values by ==."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a.nan_to_num(-1.0), b.nan_to_num(-1.0))
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RelativeSpikeDetector(0.2, warmup=10),
+    lambda: RollingMeanSpikeDetector(10, 1.5),
+    lambda: ZScoreSpikeDetector(64, 6.0, warmup=32),
+    lambda: PlateauDetector(window=20, tolerance=0.01, smoothing=0.5),
+], ids=["relative", "rolling_mean", "zscore", "plateau"])
+def test_detector_state_round_trip_is_whole_and_continues_identically(make):
+    values = stream(300, seed=4)
+    values[[150, 220]] *= 3.0
+
+    def feed(det, chunk):
+        out = []
+        for v in chunk:
+            if isinstance(det, PlateauDetector):
+                out.append(det.update(float(v)))
+                continue
+            hit, ref = det.check(float(v))
+            out.append((hit, ref))
+            if not hit:
+                det.accept(float(v))
+        return out
+
+    live = make()
+    feed(live, values[:140])  # past warm-up and a full window: every field is populated
+    state = live.state_dict()
+    resumed = make()
+    assert not _same_state(resumed.state_dict(), state)  # a fresh detector differs, so the comparison can fail
+    resumed.load_state_dict(state)
+    assert _same_state(resumed.state_dict(), state)
+    assert feed(resumed, values[140:]) == feed(live, values[140:])  # same decisions and references, spikes included
+    assert _same_state(resumed.state_dict(), live.state_dict())

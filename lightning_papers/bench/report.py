@@ -29,7 +29,7 @@ class BenchReport:
         rows: table rows (numbers are formatted with 4 significant digits).
         notes: markdown shown under the table: settings, the goal, the verdict, the paper's numbers.
         headline: one line for the ``bench all`` summary.
-        goal_met: whether the issue's goal was met in this run (None when it has no single goal).
+        goal_met: whether the benchmark's goal was met in this run (None when it has no single goal).
         figures: file names of plots saved inside ``out_dir``.
     """
 

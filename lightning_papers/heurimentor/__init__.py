@@ -38,7 +38,7 @@ from lightning_papers.heurimentor.events import (
 from lightning_papers.heurimentor.history import StepHistory
 from lightning_papers.heurimentor.mixture import Draw, MixtureSampler, Stage
 from lightning_papers.heurimentor.monitor import TrainingStateMonitor
-from lightning_papers.heurimentor.shards import TokenWindows, prepare_data
+from lightning_papers.heurimentor.shards import ShardWindows, prepare_data
 from lightning_papers.heurimentor.skip import HeldScheduler, SkipStepOptimizer
 from lightning_papers.heurimentor.snapshots import SnapshotStore
 from lightning_papers.heurimentor.trajectory import discrete_frechet, layer_std_curves, trajectory_distances
@@ -75,7 +75,7 @@ __all__ = [
     "StepEvent",
     "StepHistory",
     "StepReducer",
-    "TokenWindows",
+    "ShardWindows",
     "TrainingStateMonitor",
     "WeightsChangeEvent",
     "ZScoreSpikeDetector",

@@ -193,7 +193,7 @@ class MixtureDataModule(L.LightningDataModule):
 
     def _setup_shards(self) -> None:
         from lightning_papers.heurimentor.shards import (
-            TokenWindows,
+            ShardWindows,
             check_compatible,
             read_index,
             tokenizer_info,
@@ -204,15 +204,15 @@ class MixtureDataModule(L.LightningDataModule):
         check_compatible(indexes, expected)
         self._vocab_size = int(indexes[0][1]["vocab_size"])
         for name, d in self.token_shards.items():
-            full = TokenWindows(d, self.seq_len)
+            full = ShardWindows(d, self.seq_len)
             n = full.total_windows
             if n < self.heldout_windows + 1:
                 raise ValueError(
                     f"source {name!r} ({d}) has {n} windows of seq_len={self.seq_len}, fewer than heldout_windows + 1 = "
                     f"{self.heldout_windows + 1}"
                 )
-            self.train_sets[name] = TokenWindows(d, self.seq_len, 0, n - self.heldout_windows)
-            self.heldout_sets[name] = TokenWindows(d, self.seq_len, n - self.heldout_windows, n)
+            self.train_sets[name] = ShardWindows(d, self.seq_len, 0, n - self.heldout_windows)
+            self.heldout_sets[name] = ShardWindows(d, self.seq_len, n - self.heldout_windows, n)
 
     def setup(self, stage: str | None = None) -> None:
         if self.sampler is not None:

@@ -1,4 +1,4 @@
-"""On-disk token shards: ``prepare-data`` writes them, :class:`TokenWindows` reads windows by memory map.
+"""On-disk token shards: ``prepare-data`` writes them, :class:`ShardWindows` reads windows by memory map.
 
 Format (one directory per source, nanoGPT / Megatron style): ``tokens-00000.bin``, ``tokens-00001.bin``
 ... raw little-endian ``uint16`` (vocab <= 65536) or ``uint32`` token ids, documents concatenated with
@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from lightning_papers.files import atomic_directory, atomic_write_text
 
-__all__ = ["FORMAT", "TokenWindows", "check_compatible", "prepare_data", "read_index", "tokenizer_info"]
+__all__ = ["FORMAT", "ShardWindows", "check_compatible", "prepare_data", "read_index", "tokenizer_info"]
 
 FORMAT = "lightning-papers-token-shards"
 INDEX = "index.json"
@@ -242,7 +242,7 @@ def read_index(directory: str | Path) -> dict[str, Any]:
     return index
 
 
-class TokenWindows(Dataset):
+class ShardWindows(Dataset):
     """Windows of ``seq_len`` tokens of a shard directory, read by memory map (O(1) memory in its size).
 
     Windows never cross a shard file boundary. ``start``/``stop`` select a range of window indices (the
@@ -253,7 +253,7 @@ class TokenWindows(Dataset):
         >>> import tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "a.txt").write_text("abcdefgh")
         >>> _ = prepare_data([str(d / "a.txt")], str(d / "s"), progress=False)
-        >>> w = TokenWindows(d / "s", seq_len=4)
+        >>> w = ShardWindows(d / "s", seq_len=4)
         >>> len(w), bytes(w[1].tolist())
         (2, b'efgh')
     """

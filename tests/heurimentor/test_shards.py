@@ -14,7 +14,7 @@ from lightning_papers.heurimentor import (
     MixtureDataModule,
     MixtureSampler,
     Stage,
-    TokenWindows,
+    ShardWindows,
     prepare_data,
 )
 from lightning_papers.heurimentor import shards as shards_mod
@@ -42,7 +42,7 @@ def test_windows_equal_the_text_bytes_across_shard_files(tmp_path):
     out = make_source(tmp_path, "p", text, shard_tokens=1000)
     index = json.loads((out / "index.json").read_text())
     assert index["dtype"] == "uint16" and index["num_tokens"] == len(text.encode()) and len(index["files"]) == 10
-    w = TokenWindows(out, seq_len=64)
+    w = ShardWindows(out, seq_len=64)
     assert len(w) == 10 * (1000 // 64)  # windows never cross a file boundary
     data = np.frombuffer(text.encode(), dtype=np.uint8)
     f, k = divmod(37, 1000 // 64)  # window 37: file f, k-th window in it
@@ -59,7 +59,7 @@ def test_jsonl_and_a_local_hf_tokenizer(tmp_path):
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>").save_pretrained(tmp_path / "tok")
     (tmp_path / "a.jsonl").write_text(json.dumps({"text": "hello world"}) + "\n" + json.dumps({"text": "world again x"}) + "\n")
     prepare_data([str(tmp_path / "a.jsonl")], str(tmp_path / "s"), tokenizer=str(tmp_path / "tok"), progress=False)
-    w = TokenWindows(tmp_path / "s", seq_len=7)
+    w = ShardWindows(tmp_path / "s", seq_len=7)
     assert w[0].tolist() == [2, 3, 1, 3, 4, 0, 1]  # EOS after each document, unknown word -> [UNK]
     # sources made with different tokenizers cannot be mixed; a shard made with another tokenizer is refused
     make_source(tmp_path, "b", "hello world " * 50)
@@ -93,12 +93,12 @@ def test_interrupted_prepare_leaves_nothing_complete_and_truncation_is_caught(tm
         prepare_data([str(tmp_path / "a.txt")], str(tmp_path / "s"), progress=False, shard_tokens=100)
     assert calls and not (tmp_path / "s").exists() and not list(tmp_path.glob(".s.*"))
     with pytest.raises(FileNotFoundError, match="not found"):
-        TokenWindows(tmp_path / "s", 16)
+        ShardWindows(tmp_path / "s", 16)
     monkeypatch.setattr(shards_mod._ShardWriter, "write", real)
     prepare_data([str(tmp_path / "a.txt")], str(tmp_path / "s"), progress=False, shard_tokens=1000)
     (tmp_path / "s" / "index.json").rename(tmp_path / "index.bak")  # what an interrupted writer would leave
     with pytest.raises(FileNotFoundError, match="no index.json"):
-        TokenWindows(tmp_path / "s", 16)
+        ShardWindows(tmp_path / "s", 16)
     (tmp_path / "index.bak").rename(tmp_path / "s" / "index.json")
     with open(tmp_path / "s" / "tokens-00002.bin", "r+b") as f:
         f.truncate(1000)
@@ -198,7 +198,7 @@ def test_kill_and_resume_on_shards_is_exact(sources, tmp_path):
 def test_token_windows_are_picklable_without_their_maps(sources):
     import pickle
 
-    w = TokenWindows(sources["qa"], 16)
+    w = ShardWindows(sources["qa"], 16)
     _ = w[3]
     clone = pickle.loads(pickle.dumps(w))
     assert clone._maps == {} and torch.equal(clone[3], w[3]) and os.getpid() == clone._pid

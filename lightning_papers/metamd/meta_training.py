@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from lightning_papers.files import atomic_write
 from lightning_papers.metamd._meta_common import draw_tasks, meta_update, progress_bar
 from lightning_papers.metamd.adaptive import AdaptiveMirrorMap
 from lightning_papers.metamd.adaptive_meta import meta_train_adaptive
@@ -352,17 +353,16 @@ def meta_train(
             bar.set_postfix(logB=f"{rec['objective']:.3f}", loss=f"{rec['final_loss']:.3f}")
         if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == meta_steps):
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save(
-                {
-                    "map": mirror_map.state_dict(),
-                    "meta_opt": meta_opt.state_dict(),
-                    "history": history,
-                    "step": step + 1,
-                },
-                tmp,
-            )
-            os.replace(tmp, ckpt)
+            with atomic_write(ckpt, "wb", encoding=None) as handle:
+                torch.save(
+                    {
+                        "map": mirror_map.state_dict(),
+                        "meta_opt": meta_opt.state_dict(),
+                        "history": history,
+                        "step": step + 1,
+                    },
+                    handle,
+                )
     if bar is not None:
         bar.close()
     mirror_map.validate()

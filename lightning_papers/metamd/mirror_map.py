@@ -26,6 +26,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from lightning_papers.files import atomic_write
+
 __all__ = ["ASSIGNMENTS", "MirrorMap", "available_presets", "preset_path", "read_map_file", "write_map_file"]
 
 #: How tensors are mapped to slots (each slot has its own scalar map).
@@ -81,9 +83,8 @@ def write_map_file(path: str | os.PathLike, fmt: str, family: str, module: nn.Mo
         "state": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
         "meta": meta,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb", encoding=None) as handle:
+        torch.save(blob, handle)
     return path
 
 

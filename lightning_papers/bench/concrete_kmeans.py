@@ -10,8 +10,9 @@ its embedding code, autoencoder, budget and pretrained weights per seed):
 * k-means on the raw input (scikit-learn, 10 restarts);
 * two-step: the same autoencoder trained ``pretrain + joint`` epochs on reconstruction, then k-means;
 * IDEC (DEC's KL loss + reconstruction) and DCN-style (hard assignments, running-mean centroids);
-* concrete k-means with the default embedding (skip path + batch-normalised code);
-* the paper's estimator without our skip path, and our earlier scale-invariant variant (no batch norm);
+* concrete k-means with every default, run exactly as a user's ``fit(X)`` (its own pretraining for each of
+  its ``n_init`` runs, the stability floor), and one run's learned partition without the floor;
+* the paper's estimator without our skip path, and our earlier scale-invariant variant (no code normalisation);
 * the literal estimator on the raw, unnormalised code (ablation: it collapses).
 """
 
@@ -27,13 +28,16 @@ import numpy as np
 
 from lightning_papers.bench.report import BenchReport, markdown_table, mean_std
 
+__all__ = ["AS_USER", "LABELS", "ROWS", "Settings", "development_grid", "run", "run_table"]
+
 PAPER_NOTE = (
     "Paper (Gao et al., ICASSP 2020; 15 repetitions, DEC's d-500-500-2000-10 autoencoder): MNIST NMI 0.814, "
     "USPS NMI 0.707 / ACC 72.1%, 20 Newsgroups ACC 47.3% (its ACC is cluster purity). Those datasets need local "
     "files (configs `cli_configs/concrete_kmeans/{mnist,usps,news20}.yaml`); they were not run here."
 )
 
-OFF = {"floor": "off"}  # baselines and ablations: their own partition, no comparison with input k-means
+OFF = {"floor": "off", "n_init": 1}  # baselines and ablations: one run's own partition, no floor
+AS_USER = ("concrete",)  # rows fitted exactly as a user's fit(X): no pretraining shared with the other rows
 ROWS: dict[str, dict[str, Any]] = {
     "kmeans_raw": {},
     "two_step": {"variant": "two_step", **OFF},
@@ -53,7 +57,7 @@ LABELS = {
     "dec": "IDEC (DEC loss + reconstruction)",
     "dcn": "DCN-style (hard, running-mean centroids)",
     "concrete": "**concrete k-means (defaults)**",
-    "concrete_no_floor": "concrete, learned partition only (floor off)",
+    "concrete_no_floor": "concrete, one run's learned partition (no floor)",
     "concrete_paper": "concrete, paper's literal loss + scale fix, no skip path",
     "concrete_scale_invariant": "concrete, earlier scale-invariant variant",
     "concrete_literal": "concrete, literal on unnormalised code (ablation)",
@@ -80,7 +84,8 @@ def run_table(x: np.ndarray, y: np.ndarray, seed: int, rows: dict[str, dict[str,
               overrides: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
     """Every row on one table and seed: ``{row: {"nmi", "acc", "ari", "seconds"}}``.
 
-    Rows with the same ``embedding_norm`` share one pretraining (the skip path is refit per row).
+    Rows with the same ``embedding_norm`` share one pretraining (the skip path is refit per row), except
+    :data:`AS_USER` rows, which run ``fit(X)`` from scratch like a user's call.
     """
     import torch
     from sklearn.cluster import KMeans
@@ -99,6 +104,12 @@ def run_table(x: np.ndarray, y: np.ndarray, seed: int, rows: dict[str, dict[str,
             out[name] = {**clustering_scores(pred, y), "seconds": time.perf_counter() - t0}
             continue
         params = {**overrides, **spec}
+        if name in AS_USER:
+            est = _estimator(k, seed, params).fit(x)
+            out[name] = {**clustering_scores(est.labels_, y), "seconds": time.perf_counter() - t0,
+                         "input_won": float(est.selected_ == "input"),
+                         **{f"stability_{c}": v for c, v in est.selection_scores_.items()}}
+            continue
         norm = str(params.get("embedding_norm", "default"))
         if norm not in pretrained:
             pre = _estimator(k, seed, {**params, "variant": "two_step", "epochs": 0, "skip_dim": 0}).fit(x)
@@ -218,21 +229,34 @@ def run(quick: bool = False, out_dir: Path | None = None, settings: Settings | N
                                       "objective", "logit_scale", "hard", "skip_dim", "learned_weight",
                                       "cluster_weight", "tau_start", "tau_end", "standardize")}
     won = {t: int(sum(r["concrete"].get("input_won", 0.0) for r in results[t])) for t in tables}
+    stab = {t: {c: float(np.mean([r["concrete"].get(f"stability_{c}", np.nan) for r in results[t]]))
+                for c in ("learned", "input")} for t in tables}
     floor_note = (
-        "The default row compares its learned partition with k-means on the standardised input by the relative "
-        "within/total scatter over both spaces (`compare_partitions`, labels never seen) and keeps the better; "
-        "input k-means won on (seeds of " + str(len(settings.seeds)) + "): "
-        + ", ".join(f"{t} {won[t]}" for t in tables) + ". The row 'learned partition only' is the same model "
-        "without that comparison."
+        "How the default row keeps the k-means floor (`floor=\"stability\"`, labels never seen): it trains "
+        f"`n_init={defaults['n_init']}` runs and also runs scikit-learn's KMeans (10 restarts) on the standardised input "
+        f"with {defaults['n_init']} seeds, and keeps the "
+        "learned partition only if its runs agree with each other (mean pairwise ARI) strictly more than the "
+        "k-means runs do; otherwise it returns k-means on the input. Input k-means chosen on (of "
+        + str(len(settings.seeds)) + " seeds): " + ", ".join(f"{t} {won[t]}" for t in tables)
+        + ". Mean stability, learned runs vs input k-means runs: "
+        + ", ".join(f"{t} {stab[t]['learned']:.2f} vs {stab[t]['input']:.2f}" for t in tables)
+        + ". The default row runs exactly as a user's `fit(X)` (each of its runs pretrains its own autoencoder); "
+        "the other deep rows share one pretraining per table and seed. The row 'one run's learned partition' is "
+        "a single run without the floor (what the floor protects against). The previous floor, a scatter "
+        "comparison over the input and the embedding (`floor=\"scatter\"`), chose input k-means on 0 of 21 "
+        "table-seeds: the embedding is trained to make its own partition compact, so the comparison confirmed it. "
+        "An earlier run of this stability rule used our own torch k-means for the input side: its restarts agree "
+        "less (digits 0.89 vs scikit-learn's 0.98 over 5 seeds, and it found a worse optimum on one of them), so "
+        "the learned side won more often and the floor was missed on held-out iris (0.643 vs 0.659); the input "
+        "side is now scikit-learn's KMeans, the reference the goal is defined against. That switch followed the "
+        "iris result, so iris is not an untouched held-out table for this one change."
     ) if "concrete" in settings.rows else ""
     why = (
-        "Why goal 1 falls short where it does: the skip path gives the embedding k-means' own geometry, but the "
-        "learned code (20% of the variance by default) is an autoencoder code, and where most input dimensions are "
-        "noise the autoencoder spends that code on reconstructing noise, which blurs clusters k-means separates; "
-        "where the fit-time comparison still keeps the learned partition, its scatter over input and embedding "
-        "together was lower than input k-means' although its NMI is lower (the criterion sees no labels). Tried "
-        "on the development tables only: a larger learned share (0.3, 0.5, 1.0: worse), a batch-normalised "
-        "(whitened) code (worse), a trainable skip path (worse), a higher clustering weight (3: no better)."
+        "Why goal 1 falls short where it does: the learned runs there agreed with each other more than the input "
+        "k-means runs did, yet their partition is further from the labels (stability is a proxy that sees no "
+        "labels). Tried on the development tables only: a larger learned share (0.3, 0.5, 1.0: worse), a "
+        "batch-normalised (whitened) code (worse), a trainable skip path (worse), a higher clustering weight (3: "
+        "no better), the scatter comparison (never chose k-means)."
     ) if not floor_ok else ""
     wins = sum(nmi(t, "concrete") > nmi(t, "two_step") for t in tables)
     why += (" " if why else "") + (f"The default row beats the two-step baseline on the same embedding on {wins} "

@@ -4,6 +4,7 @@
 * :mod:`~lightning_papers.concrete_kmeans.embedding`: ``ClusterEmbedding`` (skip path + fixed-scale code).
 * :mod:`~lightning_papers.concrete_kmeans.module`: ``DeepConcreteKMeans`` LightningModule (+ IDEC, DCN, two-step).
 * :mod:`~lightning_papers.concrete_kmeans.estimator`: ``ConcreteKMeansClusterer`` (scikit-learn style).
+* :mod:`~lightning_papers.concrete_kmeans.selection`: unsupervised choices between partitions (the k-means floor).
 * :mod:`~lightning_papers.concrete_kmeans.distributed`: rank-identical initialisation, gathered validation scores.
 * :mod:`~lightning_papers.concrete_kmeans.data`: MNIST / USPS / 20 Newsgroups data modules from local files.
 * :mod:`~lightning_papers.concrete_kmeans.datasets`: development and held-out tables of the benchmark.
@@ -23,16 +24,17 @@ from lightning_papers.concrete_kmeans.core import (
 )
 from lightning_papers.concrete_kmeans.data import MNISTDataModule, NewsgroupsDataModule, USPSDataModule
 from lightning_papers.concrete_kmeans.embedding import ClusterEmbedding, ScalarNorm, pca_projection
-from lightning_papers.concrete_kmeans.estimator import (
-    ConcreteKMeansClusterer,
-    compare_partitions,
-    scatter_ratio,
-    select_partition,
-)
+from lightning_papers.concrete_kmeans.estimator import ConcreteKMeansClusterer
 from lightning_papers.concrete_kmeans.module import (
     DeepConcreteKMeans,
     make_conv_autoencoder,
     make_mlp_autoencoder,
+)
+from lightning_papers.concrete_kmeans.selection import (
+    compare_partitions,
+    partition_stability,
+    scatter_ratio,
+    select_partition,
 )
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "kmeans_plusplus",
     "make_conv_autoencoder",
     "make_mlp_autoencoder",
+    "partition_stability",
     "pca_projection",
     "scatter_ratio",
     "select_partition",

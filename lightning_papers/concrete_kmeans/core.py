@@ -126,7 +126,7 @@ def gumbel_softmax_assignment(
 
 def _objective(z: Tensor, centroids: Tensor, dist: Tensor, assignments: Tensor, objective: Objective) -> Tensor:
     if objective == "quantization":
-        # ||z - A mu||^2 (the k-means objective written with a one-hot A; spec part C / paper Sec. 2).
+        # ||z - A mu||^2 (the k-means objective written with a one-hot A; paper Sec. 2).
         return (z - assignments @ centroids).pow(2).sum(1)
     if objective == "distortion":
         # sum_k a_k ||z - mu_k||^2: equal to the above for one-hot a, translation-invariant for relaxed a.

@@ -8,9 +8,13 @@ are standardised per feature (what a user would feed a clusterer), digits keeps 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
-__all__ = ["DEVELOPMENT", "HELD_OUT", "TABLES", "load_table", "noisy_blobs"]
+__all__ = ["DEVELOPMENT", "HELD_OUT", "TABLES", "TableName", "load_table", "noisy_blobs"]
+
+TableName = Literal["digits", "wine", "blobs_dev", "mnist1d", "iris", "breast_cancer", "blobs_heldout"]
 
 DEVELOPMENT: tuple[str, ...] = ("digits", "wine", "blobs_dev")
 HELD_OUT: tuple[str, ...] = ("mnist1d", "iris", "breast_cancer", "blobs_heldout")
@@ -42,7 +46,7 @@ def noisy_blobs(
     return _standardise(np.hstack([x, noise])), y.astype(np.int64)
 
 
-def load_table(name: str) -> tuple[np.ndarray, np.ndarray]:
+def load_table(name: TableName) -> tuple[np.ndarray, np.ndarray]:
     """One of :data:`TABLES` as ``(X, y)``.
 
     Example::

@@ -6,14 +6,17 @@ conventions (``fit`` returns ``self``, fitted attributes end in ``_``, ``random_
 reproducible, ``get_params`` / ``clone`` work).
 
 Every fit-time choice is unsupervised (labels are never seen): the final centroids are the lowest-inertia
-of {the learned centroids refined by Lloyd, k-means++ restarts} on the final embedding, with
-``n_init > 1`` the run with the lowest within / total scatter ratio of its own embedding is kept, and
-(``floor="select"``, the default) that partition is compared with k-means on the standardised input by
-:func:`compare_partitions` so the result does not fall below what ``sklearn.cluster.KMeans`` finds.
+of {the learned centroids refined by Lloyd, k-means++ restarts} on the final embedding, of the ``n_init``
+runs the one with the lowest within / total scatter ratio of its own embedding is kept, and
+(``floor="stability"``, the default) the learned partition is kept only if the ``n_init`` training runs agree
+with each other more than ``n_init`` k-means runs on the standardised input do
+(:func:`~lightning_papers.concrete_kmeans.selection.partition_stability`); otherwise k-means on the input
+is the answer, so the result does not fall below what ``sklearn.cluster.KMeans`` finds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Sequence
@@ -22,78 +25,47 @@ from typing import Literal
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-__all__ = ["ConcreteKMeansClusterer", "compare_partitions", "scatter_ratio", "select_partition"]
+from lightning_papers.concrete_kmeans.selection import (
+    compare_partitions,
+    partition_stability,
+    select_partition,
+)
+
+__all__ = ["ConcreteKMeansClusterer"]
+
+Floor = Literal["stability", "scatter", "off"]
 
 
-def select_partition(z, n_clusters: int, learned_centroids=None, n_init: int = 10, seed: int = 0):
-    """Lowest-inertia k-means partition of ``z`` among Lloyd from ``learned_centroids`` and k-means++ restarts.
+@contextlib.contextmanager
+def _torch_flags_kept():
+    """Restore torch's deterministic-algorithms mode, cuDNN flags and ``CUBLAS_WORKSPACE_CONFIG`` on exit
+    (a ``Trainer(deterministic=True)`` sets them for the whole process)."""
+    import os
 
-    Returns ``(centroids, labels, inertia, ratio)`` with ``ratio = inertia / total scatter`` (scale-free, in
-    [0, 1]; the criterion that compares runs). Purely unsupervised.
-
-    Example::
-
-        >>> import torch
-        >>> z = torch.tensor([[0.0], [0.2], [5.0], [5.2]])
-        >>> c, labels, inertia, ratio = select_partition(z, 2, torch.tensor([[5.0], [0.0]]))
-        >>> labels.tolist(), round(inertia, 2), ratio < 0.01
-        ([1, 1, 0, 0], 0.04, True)
-    """
-    from lightning_papers.concrete_kmeans.core import kmeans
-
-    best = kmeans(z, n_clusters, n_init=n_init, seed=seed)
-    if learned_centroids is not None:
-        refined = kmeans(z, n_clusters, init=learned_centroids)
-        if refined[2] <= best[2]:
-            best = refined
-    total = float((z - z.mean(0)).pow(2).sum())
-    return best[0], best[1], best[2], best[2] / max(total, 1e-12)
-
-
-def scatter_ratio(z, labels) -> float:
-    """Within-cluster over total scatter of the points ``z`` under ``labels`` (scale-free, in [0, 1]).
-
-    Example::
-
-        >>> import torch
-        >>> round(scatter_ratio(torch.tensor([[0.0], [0.2], [5.0], [5.2]]), torch.tensor([0, 0, 1, 1])), 4)
-        0.0016
-    """
     import torch
 
-    z = torch.as_tensor(z, dtype=torch.float64)
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    k = int(labels.max()) + 1
-    counts = torch.bincount(labels, minlength=k).clamp_min(1).to(z.dtype).unsqueeze(1)
-    means = torch.zeros(k, z.shape[1], dtype=z.dtype).index_add_(0, labels, z) / counts
-    within = float((z - means[labels]).pow(2).sum())
-    total = float((z - z.mean(0)).pow(2).sum())
-    return within / max(total, 1e-12)
+    mode = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(mode[0], warn_only=mode[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
 
 
-def compare_partitions(spaces, candidates) -> tuple[int, list[float]]:
-    """Pick among candidate partitions by their scatter ratios in several spaces, each relative to the best.
+def _input_kmeans(xt, n_clusters: int, seed: int):
+    """``(centroids, labels, inertia)`` of scikit-learn's ``KMeans`` (10 restarts, k-means++) on the tensor ``xt``."""
+    import torch
+    from sklearn.cluster import KMeans
 
-    ``score(P) = sum over spaces s of ratio_s(P) / min_Q ratio_s(Q)`` (lower is better; ``len(spaces)`` is
-    the best possible): a partition must be compact in every space, and no space's scale or dimension
-    dominates because each term is relative to the best candidate there. With the input and the embedding as
-    the spaces, k-means on the input is favoured in the first and the learned partition in the second, so
-    neither side is preferred by construction. Ties keep the earlier candidate. Unsupervised.
-
-    Returns ``(index of the chosen candidate, scores)``.
-
-    Example::
-
-        >>> import torch
-        >>> x = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [5.1, 0.0]])
-        >>> good, bad = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
-        >>> compare_partitions([x, x], [bad, good])[0]
-        1
-    """
-    ratios = [[scatter_ratio(z, labels) for labels in candidates] for z in spaces]
-    scores = [sum(r[i] / max(min(r), 1e-12) for r in ratios) for i in range(len(candidates))]
-    best = min(range(len(candidates)), key=lambda i: (scores[i], i))
-    return best, scores
+    km = KMeans(n_clusters, n_init=10, random_state=seed).fit(xt.numpy())
+    centroids = torch.from_numpy(km.cluster_centers_.astype(np.float32))
+    return centroids, torch.from_numpy(km.labels_.astype(np.int64)), float(km.inertia_)
 
 
 class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
@@ -124,10 +96,17 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         tau_end: final Concrete temperature (exponential annealing over the joint epochs).
         standardize: ``"global"`` (centre, divide by one scale: k-means geometry unchanged), ``"feature"``
             (z-score each feature) or ``"none"``; statistics from the ``X`` passed to ``fit``.
-        n_init: independent runs (seeds ``random_state + i``); the lowest within / total scatter ratio wins.
-        floor: ``"select"`` (default): also run k-means (10 restarts) on the standardised input and keep
-            whichever partition :func:`compare_partitions` scores better over the input and the embedding
-            (labels never seen); ``"off"``: always the learned partition (``selected_`` says which won).
+        n_init: independent runs (seeds ``random_state + i``, each pretrained and trained from scratch); the
+            lowest within / total scatter ratio of its own embedding wins. ``floor="stability"`` needs >= 2.
+        floor: how the learned partition is compared with scikit-learn's ``KMeans`` (10 restarts) on the
+            standardised input,
+            labels never seen (``selected_`` says which won):
+            ``"stability"`` (default): keep the learned partition only if the ``n_init`` training runs agree
+            with each other (mean pairwise adjusted Rand index, :func:`partition_stability`) strictly more
+            than ``n_init`` k-means runs on the input (seeds ``random_state + i``) do; ties keep k-means.
+            ``"scatter"``: keep whichever partition :func:`compare_partitions` scores better over the input
+            and the embedding (the previous default; it kept the learned partition where it was worse).
+            ``"off"``: always the learned partition.
         random_state: seed (``None``: a fresh random seed per ``fit``).
         verbose: show Lightning's progress bar.
 
@@ -135,10 +114,12 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         labels_: cluster id of every training sample.
         cluster_centers_: ``(n_clusters, embedding dim)`` centroids in the embedding.
         inertia_: sum of squared distances of the embedded training samples to their nearest centroid.
-        runs_: per run ``{"seed", "ratio"}`` (the unsupervised selection criterion).
+        runs_: per run ``{"seed", "ratio", "labels"}`` (``ratio``: the criterion between runs; ``labels``: the
+            run's partition, whose agreement across runs is the learned side of ``floor="stability"``).
         selected_: ``"learned"`` (centroids in the embedding) or ``"input"`` (k-means on the standardised
             input won the ``floor`` comparison; ``cluster_centers_`` and ``transform`` are then in that space).
-        selection_scores_: ``{"learned", "input"}`` scores of :func:`compare_partitions` (``floor="select"``).
+        selection_scores_: ``{"learned", "input"}``: the two stabilities (``floor="stability"``, higher wins) or
+            :func:`compare_partitions` scores (``floor="scatter"``, lower wins); empty with ``floor="off"``.
         n_features_in_: number of input features seen by ``fit``.
         model_: the trained :class:`~lightning_papers.concrete_kmeans.DeepConcreteKMeans`.
 
@@ -176,8 +157,8 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         tau_start: float = 1.0,
         tau_end: float = 0.1,
         standardize: Literal["global", "feature", "none"] = "global",
-        n_init: int = 1,
-        floor: Literal["select", "off"] = "select",
+        n_init: int = 3,
+        floor: Floor = "stability",
         random_state: int | None = None,
         verbose: bool = False,
     ) -> None:
@@ -242,8 +223,13 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
                 raise ValueError(f"n_init must be >= 1, got {self.n_init}")
             if self.variant not in ("concrete", "dec", "dcn", "two_step"):
                 raise ValueError(f"variant must be 'concrete', 'dec', 'dcn' or 'two_step', got {self.variant!r}")
-            if self.floor not in ("select", "off"):
-                raise ValueError(f"floor must be 'select' or 'off', got {self.floor!r}")
+            if self.floor not in ("stability", "scatter", "off"):
+                raise ValueError(f"floor must be 'stability', 'scatter' or 'off', got {self.floor!r}")
+            if self.floor == "stability" and int(self.n_init) < 2:
+                raise ValueError(
+                    f"floor='stability' compares the agreement of independent runs and needs n_init >= 2, got "
+                    f"n_init={self.n_init}; use floor='scatter' or floor='off' for a single run"
+                )
             if self.standardize not in ("global", "feature", "none"):
                 raise ValueError(f"standardize must be 'global', 'feature' or 'none', got {self.standardize!r}")
         elif X.shape[1] != self.n_features_in_:
@@ -337,8 +323,8 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         """Train on ``X`` (``y`` is ignored) and return ``self``.
 
         ``pretrained``: a ``model_.state_dict()`` of an estimator with the same architecture and data; its
-        autoencoder (and skip path) is the starting point and pretraining is skipped (a benchmark shares one
-        pretraining across variants this way).
+        autoencoder is the starting point of every one of the ``n_init`` runs and pretraining is skipped (a
+        benchmark shares one pretraining across variants this way; the runs then differ only in the joint phase).
         """
         import torch
 
@@ -348,31 +334,40 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         base = (int(np.random.SeedSequence().generate_state(1)[0] % 2**31) if self.random_state is None
                 else int(self.random_state))
         xt = torch.from_numpy(self._scaled(X))
-        self.runs_, best = [], None
-        with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+        self.runs_, best, run_labels = [], None, []
+        # leave the caller's global RNG and the flags Trainer(deterministic=True) sets process-wide untouched
+        with torch.random.fork_rng(devices=[]), _torch_flags_kept():
             for run in range(int(self.n_init)):
                 seed = base + run
                 model = self._train(xt, seed, pretrained)
                 z = self._embed(model, xt)
                 learned = model.clusterer.centroids.detach().cpu() if bool(model.clusterer.initialized) else None
                 centroids, labels, inertia, ratio = select_partition(z, int(self.n_clusters), learned, seed=seed)
-                self.runs_.append({"seed": seed, "ratio": ratio})
+                self.runs_.append({"seed": seed, "ratio": ratio, "labels": labels.numpy().astype(np.int64)})
+                run_labels.append(labels)
                 if best is None or ratio < best[-1]:
                     best = (model, centroids, labels, inertia, ratio)
         model, centroids, labels, inertia, _ = best
         model.clusterer.set_centroids(centroids)
         self.model_ = model
         self.selected_, self.selection_scores_ = "learned", {}
-        if self.floor == "select":
-            from lightning_papers.concrete_kmeans.core import kmeans
-
-            # the floor: k-means on exactly the input the model saw; kept only if it scores better over both
-            # spaces, so the learned partition survives wherever it is at least as compact overall
-            in_centroids, in_labels, in_inertia = kmeans(xt, int(self.n_clusters), n_init=10, seed=base)
-            winner, scores = compare_partitions([xt, self._embed(model, xt)], [labels, in_labels])
-            self.selection_scores_ = {"learned": scores[0], "input": scores[1]}
-            if winner == 1:
-                self.selected_, centroids, labels, inertia = "input", in_centroids, in_labels, in_inertia
+        if self.floor != "off":
+            # the floor: scikit-learn's KMeans (the reference the floor is defined against) on exactly the input
+            # the model saw
+            k = int(self.n_clusters)
+            if self.floor == "stability":
+                inputs = [_input_kmeans(xt, k, seed=base + run) for run in range(int(self.n_init))]
+                scores = [partition_stability(run_labels), partition_stability([r[1] for r in inputs])]
+                # strictly more reproducible than k-means, or k-means (ties: the floor)
+                input_wins = not scores[0] > scores[1]
+            else:
+                inputs = [_input_kmeans(xt, k, seed=base)]
+                winner, scores = compare_partitions([xt, self._embed(model, xt)], [labels, inputs[0][1]])
+                input_wins = winner == 1
+            self.selection_scores_ = {"learned": float(scores[0]), "input": float(scores[1])}
+            if input_wins:
+                self.selected_ = "input"
+                centroids, labels, inertia = inputs[0]
         self.labels_ = labels.numpy().astype(np.int64)
         self.inertia_ = float(inertia)
         self.cluster_centers_ = centroids.numpy().copy()

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import pytest
 
-from lightning_papers.concrete_kmeans.datasets import DEVELOPMENT, HELD_OUT, TABLES, load_table, noisy_blobs
+from lightning_papers.concrete_kmeans.datasets import (
+    DEVELOPMENT,
+    HELD_OUT,
+    TABLES,
+    TableName,
+    load_table,
+    noisy_blobs,
+)
 
 
 def test_development_and_held_out_are_disjoint():
     assert not set(DEVELOPMENT) & set(HELD_OUT) and set(TABLES) == set(DEVELOPMENT) | set(HELD_OUT)
+    assert set(typing.get_args(TableName)) == set(TABLES)  # the type hint names exactly the tables
 
 
 @pytest.mark.parametrize("name, shape, classes", [("wine", (178, 13), 3), ("iris", (150, 4), 3),

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from lightning_papers.data import read_video, video_num_frames
+from lightning_papers.data.video import Backend
 from lightning_papers.fe_adapter.parsers import VideoSample, frame_files
 from lightning_papers.fe_adapter.transforms import sample_indices
 
@@ -50,7 +51,7 @@ def _decoding(path: Path, fn: Callable[[], np.ndarray | int]):
         raise ClipDecodeError(path, err) from err
 
 
-def count_frames(sample: VideoSample, backend: str = "auto") -> int:
+def count_frames(sample: VideoSample, backend: Backend = "auto") -> int:
     """Number of frames of a clip; :class:`ClipDecodeError` when it cannot be decoded or has none."""
 
     def count() -> int:
@@ -117,7 +118,7 @@ class VideoClipDataset(Dataset):
         num_frames: int,
         train: bool,
         transform: Callable[[np.ndarray], torch.Tensor],
-        backend: str = "auto",
+        backend: Backend = "auto",
         frame_counts: dict[Path, int] | None = None,
         cache_decoded: bool = False,
         substitute: bool | None = None,

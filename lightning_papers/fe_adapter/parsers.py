@@ -14,6 +14,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+#: which published list to read
+Split = Literal["train", "test"]
+#: which copy of a dataset to read: videos, frame folders, or whichever exists
+Source = Literal["auto", "video", "frames"]
 
 __all__ = [
     "DATASETS",
@@ -94,12 +100,12 @@ def _check_fold(fold: int) -> None:
         raise ValueError(f"fold must be 1..5, got {fold!r}")
 
 
-def _check_split(split: str) -> None:
+def _check_split(split: Split) -> None:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
 
-def _locate(root: Path, dirs: Sequence[str], name: str, source: str) -> Path | None:
+def _locate(root: Path, dirs: Sequence[str], name: str, source: Source) -> Path | None:
     """Find clip ``name`` (with or without extension) as a video file or a frame folder under ``dirs``."""
     stem = Path(name).stem if Path(name).suffix.lower() in VIDEO_EXTENSIONS else name
     for d in dirs:
@@ -118,7 +124,11 @@ def _locate(root: Path, dirs: Sequence[str], name: str, source: str) -> Path | N
 
 
 def parse_dfew(
-    root: str | Path, fold: int = 1, split: str = "train", source: str = "auto", video_dir: str | None = None
+    root: str | Path,
+    fold: int = 1,
+    split: Split = "train",
+    source: Source = "auto",
+    video_dir: str | None = None,
 ) -> list[VideoSample]:
     """DFEW: ``EmoLabel_DataSplit/{train,test}(single-labeled)/set_<fold>.csv`` (``video_name,label``, 1–7).
 
@@ -161,7 +171,7 @@ def parse_dfew(
 
 
 def parse_ferv39k(
-    root: str | Path, split: str = "train", scene: str = "All_scenes", video_dir: str | None = None
+    root: str | Path, split: Split = "train", scene: str = "All_scenes", video_dir: str | None = None
 ) -> list[VideoSample]:
     """FERV39k: ``4_setups/<scene>/{train,test}_All.csv`` lines ``<relative clip path> <LabelName>``.
 
@@ -192,7 +202,11 @@ def parse_ferv39k(
 
 
 def parse_mafw(
-    root: str | Path, fold: int = 1, split: str = "train", source: str = "auto", video_dir: str | None = None
+    root: str | Path,
+    fold: int = 1,
+    split: Split = "train",
+    source: Source = "auto",
+    video_dir: str | None = None,
 ) -> list[VideoSample]:
     """MAFW (single-label, no caption): ``split/single/no_caption/set_<fold>/{train,test}.txt``.
 

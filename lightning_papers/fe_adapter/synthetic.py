@@ -55,6 +55,8 @@ class SyntheticEmotionVideos:
         seed: generator seed.
         fps: frame rate written to the files.
         noise: std of the per-pixel Gaussian noise (0–255 scale).
+        amplitude: range of each expression's amplitude (subtle .. broad, at most 1).
+        hold: range of half of each expression's hold time, as a fraction of the clip (brief .. sustained).
 
     Example::
 
@@ -76,6 +78,8 @@ class SyntheticEmotionVideos:
         seed: int = 0,
         fps: int = 8,
         noise: float = 3.0,
+        amplitude: tuple[float, float] = _AMPS,
+        hold: tuple[float, float] = _HOLDS,
     ) -> None:
         if num_clips < len(SYNTHETIC_CLASSES):
             raise ValueError(f"num_clips must be >= {len(SYNTHETIC_CLASSES)}, got {num_clips}")
@@ -85,6 +89,7 @@ class SyntheticEmotionVideos:
             raise ValueError(f"size must be an even int >= 32, got {size}")
         if noise < 0:
             raise ValueError(f"noise must be >= 0, got {noise}")
+        amplitude, hold = _range("amplitude", amplitude, 1.0), _range("hold", hold, 0.15)
         self.settings = dict(
             num_clips=num_clips,
             clip_len=clip_len,
@@ -94,13 +99,23 @@ class SyntheticEmotionVideos:
             noise=noise,
             version=_VERSION,
         )
+        # only non-default ranges enter the settings: the defaults keep the cache folders of earlier versions
+        if amplitude != _AMPS or hold != _HOLDS:
+            self.settings.update(amplitude=list(amplitude), hold=list(hold))
+        self.amplitude, self.hold = amplitude, hold
         if root is None:
             digest = hashlib.sha1(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:10]
             root = Path.home() / ".cache" / "lightning_papers" / "fe_adapter" / f"synthetic-{digest}"
         self.root = Path(root)
 
     @staticmethod
-    def intensity(label: int, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def intensity(
+        label: int,
+        t: np.ndarray,
+        rng: np.random.Generator,
+        amplitude: tuple[float, float] = _AMPS,
+        hold: tuple[float, float] = _HOLDS,
+    ) -> np.ndarray:
         """Expression intensity ``s(t)`` in [0, 1] (0.5 neutral, 1 smile, 0 frown) for class ``label``.
 
         Draws the onset, the hold time and rise/fall speed of each expression, their amplitudes and the
@@ -109,14 +124,14 @@ class SyntheticEmotionVideos:
         """
         if label not in range(len(SYNTHETIC_CLASSES)):
             raise ValueError(f"label must be 0..{len(SYNTHETIC_CLASSES) - 1}, got {label}")
-        hold = rng.uniform(*_HOLDS, size=2)  # half of the hold time: brief or sustained
+        half_hold = rng.uniform(*hold, size=2)  # half of the hold time: brief or sustained
         ramp = rng.uniform(*_RAMPS, size=2)  # onset/offset time: fast or slow
-        amp = rng.uniform(*_AMPS, size=2)  # subtle or broad
+        amp = rng.uniform(*amplitude, size=2)  # subtle or broad
         gap = rng.uniform(*_GAPS["close" if label < 2 else "apart"])
         first = rng.uniform(_MARGIN, 1.0 - _MARGIN - gap)  # random onset, both peaks inside the clip
         sign = (1.0, -1.0) if label % 2 == 0 else (-1.0, 1.0)  # smile first or frown first
         s = np.full_like(t, 0.5)
-        for c, h, r, a, sg in zip((first, first + gap), hold, ramp, amp, sign):
+        for c, h, r, a, sg in zip((first, first + gap), half_hold, ramp, amp, sign):
             s = s + sg * 0.5 * a * np.clip((h + r - np.abs(t - c)) / r, 0.0, 1.0)
         return np.clip(s, 0.0, 1.0)
 
@@ -124,7 +139,8 @@ class SyntheticEmotionVideos:
         """One clip as uint8 ``(clip_len, size, size, 3)``."""
         n = self.settings["clip_len"]
         t = (np.arange(n) + 0.5) / n
-        return render_face(self.intensity(label, t, rng), rng, self.settings["size"], self.settings["noise"])
+        s = self.intensity(label, t, rng, self.amplitude, self.hold)
+        return render_face(s, rng, self.settings["size"], self.settings["noise"])
 
     def _labels(self) -> np.ndarray:
         return np.arange(self.settings["num_clips"]) % len(SYNTHETIC_CLASSES)
@@ -161,6 +177,13 @@ class SyntheticEmotionVideos:
                 json.dumps({"settings": self.settings, "classes": list(SYNTHETIC_CLASSES)})
             )
         return self.root
+
+
+def _range(name: str, value: tuple[float, float], upper: float) -> tuple[float, float]:
+    lo, hi = (float(v) for v in value)
+    if not 0.0 < lo <= hi <= upper:
+        raise ValueError(f"{name} must be a range (low, high) with 0 < low <= high <= {upper}, got {value!r}")
+    return lo, hi
 
 
 def render_face(s: np.ndarray, rng: np.random.Generator, size: int = 32, noise: float = 3.0) -> np.ndarray:

@@ -316,3 +316,26 @@ def test_synthetic_classes_differ_only_in_timing():
         lag = d.argmin(1) - d.argmax(1)  # frames from the smile peak to the frown peak
         assert (np.sign(lag) == (1 if k % 2 == 0 else -1)).mean() > 0.95
         assert (np.abs(lag).mean() < 2.5) == (k < 2)
+
+
+def test_synthetic_amplitude_and_hold_ranges_shape_the_expressions():
+    t = (np.arange(64) + 0.5) / 64
+    rng = np.random.default_rng(1)
+    # subtle-only expressions never leave [0.5 - a/2, 0.5 + a/2]; broad ones reach the extremes
+    subtle = np.stack([SyntheticEmotionVideos.intensity(0, t, rng, amplitude=(0.3, 0.3)) for _ in range(50)])
+    broad = np.stack([SyntheticEmotionVideos.intensity(0, t, rng, amplitude=(1.0, 1.0)) for _ in range(50)])
+    assert subtle.max() <= 0.65 + 1e-9 and subtle.min() >= 0.35 - 1e-9
+    assert broad.max() == 1.0 and broad.min() == 0.0
+    # sustained holds keep an expression at its peak for more frames than brief ones
+    long = SyntheticEmotionVideos.intensity(2, t, np.random.default_rng(2), amplitude=(1, 1), hold=(0.1, 0.1))
+    short = SyntheticEmotionVideos.intensity(
+        2, t, np.random.default_rng(2), amplitude=(1, 1), hold=(0.03, 0.03)
+    )
+    assert (long == 1.0).sum() > (short == 1.0).sum() > 0
+    # the defaults keep the settings (and so the cache folders) of earlier versions; bad ranges are refused
+    assert "amplitude" not in SyntheticEmotionVideos(num_clips=8).settings
+    assert SyntheticEmotionVideos(num_clips=8, amplitude=(0.9, 1.0)).settings["amplitude"] == [0.9, 1.0]
+    with pytest.raises(ValueError, match="amplitude"):
+        SyntheticEmotionVideos(num_clips=8, amplitude=(0.8, 0.5))
+    with pytest.raises(ValueError, match="hold"):
+        SyntheticEmotionVideos(num_clips=8, hold=(0.0, 0.1))

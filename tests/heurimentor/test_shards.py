@@ -13,8 +13,8 @@ from lightning_papers.heurimentor import (
     DataManagementUnit,
     MixtureDataModule,
     MixtureSampler,
-    Stage,
     ShardWindows,
+    Stage,
     prepare_data,
 )
 from lightning_papers.heurimentor import shards as shards_mod

@@ -166,11 +166,14 @@ class SyntheticDataModule(ArrayDataModule):
                          noise_type=noise_type, noise_rate=noise_rate, noise_seed=noise_seed, num_workers=num_workers)
         if kind not in ("blobs", "hypercube", "quantiles"):
             raise ValueError(f"kind must be 'blobs', 'hypercube' or 'quantiles', got {kind!r}")
-        if n_samples < 2 * n_classes or n_features < 2 or n_classes < 2 or not difficulty > 0:
-            raise ValueError(
-                f"need n_samples >= 2*n_classes, n_features >= 2, n_classes >= 2, difficulty > 0; got "
-                f"n_samples={n_samples}, n_features={n_features}, n_classes={n_classes}, difficulty={difficulty}"
-            )
+        problems = [
+            f"n_classes must be >= 2, got {n_classes}" if n_classes < 2 else "",
+            f"n_samples must be >= 2 * n_classes = {2 * n_classes}, got {n_samples}" if n_samples < 2 * n_classes else "",
+            f"n_features must be >= 2, got {n_features}" if n_features < 2 else "",
+            f"difficulty must be > 0, got {difficulty}" if not difficulty > 0 else "",
+        ]
+        if any(problems):
+            raise ValueError("; ".join(p for p in problems if p))
         self.kind, self.n_samples, self.n_features, self.n_classes = kind, n_samples, n_features, n_classes
         self.difficulty, self.data_seed = float(difficulty), data_seed
 

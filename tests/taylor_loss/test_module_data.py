@@ -110,5 +110,7 @@ def test_generated_and_bundled_datamodules():
         SyntheticDataModule("spirals")
     with pytest.raises(ValueError, match="name must be one of"):
         SklearnDataModule("mnist")
-    with pytest.raises(ValueError, match="n_samples=5"):
-        SyntheticDataModule(n_samples=5)
+    with pytest.raises(ValueError, match=r"^n_samples must be >= 2 \* n_classes = 20, got 5$"):
+        SyntheticDataModule(n_samples=5)  # only the argument that failed is named
+    with pytest.raises(ValueError, match=r"^difficulty must be > 0, got 0.0$"):
+        SyntheticDataModule(difficulty=0.0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from lightning_papers.data.arrays import ArrayDataModule, NoiseType
+from lightning_papers.validation import check_each
 
 __all__ = ["MNIST1DDataModule", "make_mnist1d"]
 
@@ -41,8 +42,7 @@ def make_mnist1d(n_samples: int = 4000, length: int = 40, seed: int = 0) -> tupl
         >>> x.shape, sorted(set(y.tolist())) == list(range(10))
         ((20, 40), True)
     """
-    if n_samples < 1 or length < 8:
-        raise ValueError(f"need n_samples >= 1 and length >= 8, got n_samples={n_samples}, length={length}")
+    check_each((n_samples >= 1, f"n_samples must be >= 1, got {n_samples}"), (length >= 8, f"length must be >= 8, got {length}"))
     rng = np.random.default_rng(seed)
     y = np.arange(n_samples) % 10
     rng.shuffle(y)

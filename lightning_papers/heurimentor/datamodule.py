@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_papers.heurimentor.mixture import Draw, MixtureSampler, _mix64, parse_stages
+from lightning_papers.validation import check_each
 
 __all__ = ["DEFAULT_STAGES", "MixtureDataModule", "MixtureDataset"]
 
@@ -135,8 +136,8 @@ class MixtureDataModule(L.LightningDataModule):
         token_shards: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
-        if seq_len < 2 or batch_size < 1:
-            raise ValueError(f"need seq_len >= 2 and batch_size >= 1, got seq_len={seq_len}, batch_size={batch_size}")
+        check_each((seq_len >= 2, f"seq_len must be >= 2, got {seq_len}"),
+                   (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"))
         if not 0.0 < heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
         from lightning_papers.heurimentor.data import BUILTIN_SOURCES

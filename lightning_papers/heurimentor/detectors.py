@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lightning_papers.validation import check_each
+
 __all__ = [
     "PlateauDetector",
     "RelativeSpikeDetector",
@@ -142,8 +144,7 @@ class RollingMeanSpikeDetector(_WindowedSpikeDetector):
     kind = "rolling"
 
     def __init__(self, window: int = 20, ratio: float = 1.5, metric: str = "loss", warmup: int | None = None) -> None:
-        if window < 1 or ratio <= 1.0:
-            raise ValueError(f"need window >= 1 and ratio > 1, got window={window}, ratio={ratio}")
+        check_each((window >= 1, f"window must be >= 1, got {window}"), (ratio > 1.0, f"ratio must be > 1, got {ratio}"))
         super().__init__(window, metric, window if warmup is None else warmup)
         self.ratio = float(ratio)
 
@@ -162,8 +163,8 @@ class ZScoreSpikeDetector(_WindowedSpikeDetector):
     kind = "zscore"
 
     def __init__(self, window: int = 128, threshold: float = 6.0, metric: str = "loss", warmup: int = 64) -> None:
-        if window < 2 or threshold <= 0:
-            raise ValueError(f"need window >= 2 and threshold > 0, got window={window}, threshold={threshold}")
+        check_each((window >= 2, f"window must be >= 2, got {window}"),
+                   (threshold > 0, f"threshold must be > 0, got {threshold}"))
         super().__init__(window, metric, warmup)
         self.threshold = float(threshold)
 

@@ -33,6 +33,7 @@ from lightning_papers.metamd.adaptive import AdaptiveMirrorMap
 from lightning_papers.metamd.adaptive_meta import meta_train_adaptive
 from lightning_papers.metamd.mirror_map import MirrorMap
 from lightning_papers.metamd.tasks import FunctionalTask, TaskSampler
+from lightning_papers.validation import check_each
 
 __all__ = ["MetaTrainResult", "meta_train", "reference_solution", "regret_bound", "unrolled_regret_bound"]
 
@@ -253,8 +254,8 @@ def meta_train(
         }.items():
             if not isinstance(val, int) or val < 1:
                 raise ValueError(f"{name} must be a positive int, got {val!r}")
-        if not meta_lr > 0 or (lr is not None and not lr > 0):
-            raise ValueError(f"meta_lr and lr must be > 0, got meta_lr={meta_lr!r}, lr={lr!r}")
+        check_each((meta_lr > 0, f"meta_lr must be > 0, got {meta_lr!r}"),
+                   (lr is None or lr > 0, f"lr must be > 0 (or None for each task's own), got {lr!r}"))
         if max_warm_start < 0 or reference_steps < 0 or val_tasks < 0:
             raise ValueError("max_warm_start, reference_steps and val_tasks must be >= 0")
         mirror_map.validate()

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_papers.validation import check_each
+
 __all__ = [
     "FunctionalTask",
     "LeastSquaresSampler",
@@ -223,8 +225,7 @@ class LeastSquaresSampler(TaskSampler):
     def __init__(
         self, dim: int = 20, n: int = 100, scale_range: tuple[float, float] = (0.1, 3.0), noise: float = 0.1
     ) -> None:
-        if dim < 1 or n < 1:
-            raise ValueError(f"dim and n must be >= 1, got dim={dim}, n={n}")
+        check_each((dim >= 1, f"dim must be >= 1, got {dim}"), (n >= 1, f"n must be >= 1, got {n}"))
         lo, hi = scale_range
         if not 0 < lo <= hi:
             raise ValueError(f"scale_range must satisfy 0 < lo <= hi, got {scale_range}")

@@ -13,6 +13,7 @@ from torch.utils.data import TensorDataset
 
 from lightning_papers.data import ArrayDataModule
 from lightning_papers.data.arrays import NoiseType
+from lightning_papers.validation import check_each
 
 __all__ = ["CIFAR10DataModule", "SklearnDataModule", "SyntheticDataModule", "read_cifar_batch"]
 
@@ -166,14 +167,12 @@ class SyntheticDataModule(ArrayDataModule):
                          noise_type=noise_type, noise_rate=noise_rate, noise_seed=noise_seed, num_workers=num_workers)
         if kind not in ("blobs", "hypercube", "quantiles"):
             raise ValueError(f"kind must be 'blobs', 'hypercube' or 'quantiles', got {kind!r}")
-        problems = [
-            f"n_classes must be >= 2, got {n_classes}" if n_classes < 2 else "",
-            f"n_samples must be >= 2 * n_classes = {2 * n_classes}, got {n_samples}" if n_samples < 2 * n_classes else "",
-            f"n_features must be >= 2, got {n_features}" if n_features < 2 else "",
-            f"difficulty must be > 0, got {difficulty}" if not difficulty > 0 else "",
-        ]
-        if any(problems):
-            raise ValueError("; ".join(p for p in problems if p))
+        check_each(
+            (n_classes >= 2, f"n_classes must be >= 2, got {n_classes}"),
+            (n_samples >= 2 * n_classes, f"n_samples must be >= 2 * n_classes = {2 * n_classes}, got {n_samples}"),
+            (n_features >= 2, f"n_features must be >= 2, got {n_features}"),
+            (difficulty > 0, f"difficulty must be > 0, got {difficulty}"),
+        )
         self.kind, self.n_samples, self.n_features, self.n_classes = kind, n_samples, n_features, n_classes
         self.difficulty, self.data_seed = float(difficulty), data_seed
 

@@ -47,6 +47,7 @@ from lightning_papers.taylor_loss.tasks import (
     load_task_data,
     train_and_evaluate,
 )
+from lightning_papers.validation import check_each
 
 __all__ = ["LossSearch", "SearchResult", "search_taylor_loss", "vector_to_coefficients"]
 
@@ -236,8 +237,8 @@ class LossSearch:
         for t in self.tasks:
             if not isinstance(t, LossTask):
                 raise TypeError(f"tasks must be LossTask objects or task dicts, got {type(t).__name__}")
-        if degree < 1 or other_degree < 0:
-            raise ValueError(f"need degree >= 1 and other_degree >= 0, got degree={degree}, other_degree={other_degree}")
+        check_each((degree >= 1, f"degree must be >= 1, got {degree}"),
+                   (other_degree >= 0, f"other_degree must be >= 0, got {other_degree}"))
         if basis not in BASES:
             raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
         if popsize < 2:

@@ -126,8 +126,14 @@ def read_adapter_metadata(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"adapter file not found: {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        meta = dict(handle.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = dict(handle.metadata() or {})
+    except Exception as err:  # safetensors raises its own error type for truncated or foreign files
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({type(err).__name__}: {err}); expected an FE-Adapter "
+            "file written by save_adapter (truncated or corrupt?)"
+        ) from err
     if meta.get("format") != FORMAT:
         raise ValueError(
             f"{path} is not an FE-Adapter file (format {meta.get('format')!r}, expected {FORMAT!r})"
@@ -190,7 +196,10 @@ def load_adapter(model: nn.Module, path: str | Path, check_backbone: bool = True
                 f"(fingerprint {got[:12]} vs {meta['fingerprint'][:12]}; backbone {meta['backbone']!r}): "
                 "build it with the same pretrained weights / seed, or pass check_backbone=False"
             )
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # the header read fine but the tensor data is cut short
+        raise ValueError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}); save the adapter again") from err
     missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if missing or unexpected:
         raise ValueError(

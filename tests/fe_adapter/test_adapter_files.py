@@ -112,3 +112,21 @@ def test_bare_vit_adapters_round_trip(tmp_path):
     with pytest.raises(ValueError, match="classifier"):
         load_adapter(build(), path)
     assert json.loads(json.dumps(read_adapter_metadata(path)["config"]))["dilations"] == [1, 2]
+
+
+def test_truncated_or_foreign_files_name_the_file(tmp_path):
+    model = build()
+    path = save_adapter(model, tmp_path / "fe.safetensors")
+    data = path.read_bytes()
+    cut = tmp_path / "cut_header.safetensors"
+    cut.write_bytes(data[:20])  # the header itself is cut short
+    with pytest.raises(ValueError, match=r"cut_header\.safetensors is not a readable safetensors file"):
+        load_adapter(build(), cut)
+    short = tmp_path / "cut_data.safetensors"
+    short.write_bytes(data[:-16])  # header intact, tensor bytes missing
+    with pytest.raises(ValueError, match=r"cut_data\.safetensors"):
+        load_adapter(build(), short)
+    other = tmp_path / "notes.safetensors"
+    other.write_text("not a tensor file")
+    with pytest.raises(ValueError, match=r"notes\.safetensors .*expected an FE-Adapter file"):
+        read_adapter_metadata(other)

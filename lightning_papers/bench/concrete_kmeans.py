@@ -10,8 +10,10 @@ its embedding code, autoencoder, budget and pretrained weights per seed):
 * k-means on the raw input (scikit-learn, 10 restarts);
 * two-step: the same autoencoder trained ``pretrain + joint`` epochs on reconstruction, then k-means;
 * IDEC (DEC's KL loss + reconstruction) and DCN-style (hard assignments, running-mean centroids);
-* concrete k-means with every default, run exactly as a user's ``fit(X)`` (its own pretraining for each of
-  its ``n_init`` runs, the stability floor), and one run's learned partition without the floor;
+* concrete k-means with every default (3 runs, each with joint training started at scikit-learn's KMeans
+  partition of the input, and the stability floor), run exactly as a user's ``fit(X)`` (its own pretraining
+  per run); one such anchored run without the floor; one run from the paper's initialisation (k-means++ on
+  the pretrained embedding) without the floor;
 * the paper's estimator without our skip path, and our earlier scale-invariant variant (no code normalisation);
 * the literal estimator on the raw, unnormalised code (ablation: it collapses).
 """
@@ -36,7 +38,9 @@ PAPER_NOTE = (
     "files (configs `cli_configs/concrete_kmeans/{mnist,usps,news20}.yaml`); they were not run here."
 )
 
-OFF = {"floor": "off", "n_init": 1}  # baselines and ablations: one run's own partition, no floor
+# baselines and ablations: one run's own partition, no floor, centroids from k-means on the embedding (their
+# papers' initialisation, not our anchoring at the input's k-means partition)
+OFF = {"floor": "off", "n_init": 1, "centroid_init": "embedding"}
 AS_USER = ("concrete",)  # rows fitted exactly as a user's fit(X): no pretraining shared with the other rows
 ROWS: dict[str, dict[str, Any]] = {
     "kmeans_raw": {},
@@ -44,7 +48,8 @@ ROWS: dict[str, dict[str, Any]] = {
     "dec": {"variant": "dec", **OFF},
     "dcn": {"variant": "dcn", **OFF},
     "concrete": {},
-    "concrete_no_floor": {**OFF},
+    "concrete_anchored_run": {"floor": "off", "n_init": 1},
+    "concrete_embedding_init": {**OFF},
     "concrete_paper": {"skip_dim": 0, "learned_weight": 1.0, "objective": "quantization", **OFF},
     "concrete_scale_invariant": {"skip_dim": 0, "embedding_norm": "none", "normalize": True,
                                  "objective": "distortion", "logit_scale": 10.0, **OFF},
@@ -57,7 +62,8 @@ LABELS = {
     "dec": "IDEC (DEC loss + reconstruction)",
     "dcn": "DCN-style (hard, running-mean centroids)",
     "concrete": "**concrete k-means (defaults)**",
-    "concrete_no_floor": "concrete, one run's learned partition (no floor)",
+    "concrete_anchored_run": "concrete, one run anchored at input k-means (no floor)",
+    "concrete_embedding_init": "concrete, one run from k-means++ on the embedding (no floor)",
     "concrete_paper": "concrete, paper's literal loss + scale fix, no skip path",
     "concrete_scale_invariant": "concrete, earlier scale-invariant variant",
     "concrete_literal": "concrete, literal on unnormalised code (ablation)",
@@ -148,7 +154,7 @@ def _mean(results, table: str, row: str, metric: str = "nmi") -> float:
     return float(np.mean([r[row][metric] for r in results[table]]))
 
 
-def development_grid(grid: list[dict[str, Any]] | None = None, seeds: tuple[int, ...] = (0, 1),
+def development_grid(grid: list[dict[str, Any]] | None = None, seeds: tuple[int, ...] = (0, 1, 2),
                      extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Rerun the choice of defaults: estimator overrides scored on the DEVELOPMENT tables only (never HELD_OUT).
 
@@ -157,9 +163,12 @@ def development_grid(grid: list[dict[str, Any]] | None = None, seeds: tuple[int,
     """
     from lightning_papers.concrete_kmeans.datasets import DEVELOPMENT, load_table
 
-    if grid is None:  # the last round (earlier rounds: logit scale, objective, batch norm, weight; method card)
-        base = {"embedding_norm": "scalar", "cluster_weight": 1.0, "objective": "distortion"}
-        grid = [{**base, "learned_weight": w, "skip_trainable": t} for w in (0.2, 0.3, 0.5) for t in (False, True)]
+    if grid is None:  # the last round (earlier rounds: logit scale, objective, weight, skip path; method card)
+        anchored = {"floor": "off", "n_init": 1, "centroid_init": "input_kmeans"}
+        grid = [{"floor": "off", "n_init": 1, "centroid_init": "embedding"},
+                {**anchored, "refine": "best"}, {**anchored, "refine": "learned"},
+                {**anchored, "refine": "learned", "tau_start": 0.3}, {**anchored, "refine": "learned", "epochs": 20},
+                {**anchored, "refine": "learned", "tau_start": 0.3, "epochs": 20}]
     rows = {"kmeans_raw": {}, **{f"g{i}": g for i, g in enumerate(grid)}}
     results = {}
     for table in DEVELOPMENT:
@@ -182,7 +191,8 @@ def run(quick: bool = False, out_dir: Path | None = None, settings: Settings | N
 
     if settings is None:
         settings = Settings(seeds=(0,), tables=("digits", "wine", "iris", "breast_cancer"),
-                            rows=("kmeans_raw", "two_step", "dec", "concrete", "concrete_no_floor"),
+                            rows=("kmeans_raw", "two_step", "dec", "concrete", "concrete_anchored_run",
+                                  "concrete_embedding_init"),
                             overrides={"pretrain_epochs": 30, "epochs": 30}) if quick else Settings()
     results = _collect(settings)
     tables = list(results)
@@ -227,36 +237,44 @@ def run(quick: bool = False, out_dir: Path | None = None, settings: Settings | N
     defaults = ConcreteKMeansClusterer().get_params()
     shown = {k: defaults[k] for k in ("latent_dim", "hidden", "pretrain_epochs", "epochs", "batch_size", "lr",
                                       "objective", "logit_scale", "hard", "skip_dim", "learned_weight",
-                                      "cluster_weight", "tau_start", "tau_end", "standardize")}
-    won = {t: int(sum(r["concrete"].get("input_won", 0.0) for r in results[t])) for t in tables}
+                                      "cluster_weight", "tau_start", "tau_end", "centroid_init", "refine",
+                                      "n_init", "floor", "standardize")}
+    has = lambda row: row in settings.rows  # noqa: E731
+    won = {t: int(sum(r["concrete"].get("input_won", 0.0) for r in results[t])) for t in tables} if has(
+        "concrete") else {}
     stab = {t: {c: float(np.mean([r["concrete"].get(f"stability_{c}", np.nan) for r in results[t]]))
-                for c in ("learned", "input")} for t in tables}
+                for c in ("learned", "input")} for t in tables} if has("concrete") else {}
     floor_note = (
-        "How the default row keeps the k-means floor (`floor=\"stability\"`, labels never seen): it trains "
-        f"`n_init={defaults['n_init']}` runs and also runs scikit-learn's KMeans (10 restarts) on the standardised input "
-        f"with {defaults['n_init']} seeds, and keeps the "
-        "learned partition only if its runs agree with each other (mean pairwise ARI) strictly more than the "
-        "k-means runs do; otherwise it returns k-means on the input. Input k-means chosen on (of "
-        + str(len(settings.seeds)) + " seeds): " + ", ".join(f"{t} {won[t]}" for t in tables)
-        + ". Mean stability, learned runs vs input k-means runs: "
-        + ", ".join(f"{t} {stab[t]['learned']:.2f} vs {stab[t]['input']:.2f}" for t in tables)
-        + ". The default row runs exactly as a user's `fit(X)` (each of its runs pretrains its own autoencoder); "
-        "the other deep rows share one pretraining per table and seed. The row 'one run's learned partition' is "
-        "a single run without the floor (what the floor protects against). The previous floor, a scatter "
-        "comparison over the input and the embedding (`floor=\"scatter\"`), chose input k-means on 0 of 21 "
-        "table-seeds: the embedding is trained to make its own partition compact, so the comparison confirmed it. "
-        "An earlier run of this stability rule used our own torch k-means for the input side: its restarts agree "
-        "less (digits 0.89 vs scikit-learn's 0.98 over 5 seeds, and it found a worse optimum on one of them), so "
-        "the learned side won more often and the floor was missed on held-out iris (0.643 vs 0.659); the input "
-        "side is now scikit-learn's KMeans, the reference the goal is defined against. That switch followed the "
-        "iris result, so iris is not an untouched held-out table for this one change."
-    ) if "concrete" in settings.rows else ""
+        "What the default does (labels never seen): each of its `n_init=3` runs starts joint training at "
+        "scikit-learn's KMeans partition (10 restarts, the run's seed) of the standardised input, the centroids "
+        "being the mean embedding of each of its clusters (`centroid_init=\"input_kmeans\"`), and refines it; "
+        "then the stability floor keeps the learned partition only if the 3 runs agree with each other (mean "
+        "pairwise ARI) strictly more than 3 scikit-learn KMeans runs on the input do, else returns that k-means. "
+        "Input k-means chosen on (of " + str(len(settings.seeds)) + " seeds): "
+        + ", ".join(f"{t} {won[t]}" for t in tables) + ". Mean stability, learned runs vs input k-means runs: "
+        + ", ".join(f"{t} {stab[t]['learned']:.2f} vs {stab[t]['input']:.2f}" for t in tables) + ". "
+        + ("One anchored run without the floor vs raw k-means: "
+           + ", ".join(f"{t} {nmi(t, 'concrete_anchored_run'):.3f} vs {nmi(t, 'kmeans_raw'):.3f}" for t in tables)
+           + ". " if has("concrete_anchored_run") else "")
+        + "The anchoring was chosen on the development tables only (3 seeds, `development_grid()`, numbers in the "
+        "method card), where one anchored run held the floor on every table; a lower start temperature, fewer "
+        "joint epochs and refining only the learned centroids were no better there. The floor stays on by "
+        "default because one anchored run missed it on the held-out noisy-blobs test table "
+        "(tests/concrete_kmeans: NMI 0.347 vs k-means 0.357, 20 + 20 epochs); nothing was re-tuned after that. "
+        "Iris had been looked at once before (an earlier floor rule missed it), so it is not untouched. Earlier "
+        "defaults: the same floor over runs from k-means++ on the embedding returned k-means on all 21 "
+        "table-seeds; a scatter comparison (`floor=\"scatter\"`) never chose k-means (0 of 21). The default row "
+        "runs exactly as a user's `fit(X)` (each run pretrains its own autoencoder); the other deep rows share one "
+        "pretraining per table and seed; the deep baselines and ablations use their papers' initialisation "
+        "(k-means on the pretrained embedding)."
+    ) if has("concrete") else ""
     why = (
         "Why goal 1 falls short where it does: the learned runs there agreed with each other more than the input "
-        "k-means runs did, yet their partition is further from the labels (stability is a proxy that sees no "
-        "labels). Tried on the development tables only: a larger learned share (0.3, 0.5, 1.0: worse), a "
-        "batch-normalised (whitened) code (worse), a trainable skip path (worse), a higher clustering weight (3: "
-        "no better), the scatter comparison (never chose k-means)."
+        "k-means runs did, yet their partition is further from the labels (stability sees no labels). Tried on "
+        "the development tables only: a larger learned share (0.3, 0.5, 1.0: worse), a batch-normalised "
+        "(whitened) code (worse), a trainable skip path (worse), a higher clustering weight (3: no better), a "
+        "scatter floor (never chose k-means), starting at the input's k-means partition with a lower start "
+        "temperature or fewer joint epochs (no better)."
     ) if not floor_ok else ""
     wins = sum(nmi(t, "concrete") > nmi(t, "two_step") for t in tables)
     why += (" " if why else "") + (f"The default row beats the two-step baseline on the same embedding on {wins} "

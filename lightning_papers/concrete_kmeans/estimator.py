@@ -5,13 +5,17 @@ centroids with a Lightning ``Trainer`` under the hood and returns cluster ids, f
 conventions (``fit`` returns ``self``, fitted attributes end in ``_``, ``random_state`` makes runs
 reproducible, ``get_params`` / ``clone`` work).
 
+By default (``centroid_init="input_kmeans"``) joint training starts at scikit-learn's ``KMeans`` partition of
+the standardised input (the centroids are the mean embedding of each of its clusters) and refines it, so the
+learned partition starts where ``sklearn.cluster.KMeans`` ends.
+
 Every fit-time choice is unsupervised (labels are never seen): the final centroids are the lowest-inertia
 of {the learned centroids refined by Lloyd, k-means++ restarts} on the final embedding, of the ``n_init``
 runs the one with the lowest within / total scatter ratio of its own embedding is kept, and
 (``floor="stability"``, the default) the learned partition is kept only if the ``n_init`` training runs agree
 with each other more than ``n_init`` k-means runs on the standardised input do
 (:func:`~lightning_papers.concrete_kmeans.selection.partition_stability`); otherwise k-means on the input
-is the answer, so the result does not fall below what ``sklearn.cluster.KMeans`` finds.
+is the answer.
 """
 
 from __future__ import annotations
@@ -94,6 +98,12 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         recon_weight: weight of the reconstruction loss.
         tau_start: initial Concrete temperature.
         tau_end: final Concrete temperature (exponential annealing over the joint epochs).
+        centroid_init: ``"input_kmeans"``: the centroids start as the mean embedding of each cluster of
+            scikit-learn's ``KMeans`` (10 restarts, the run's seed) on the standardised input, so joint training
+            starts at the input's k-means partition (default); ``"embedding"``: k-means++ on the pretrained
+            embedding (the paper's initialisation).
+        refine: final centroids: ``"learned"``: Lloyd from the learned centroids; ``"best"``: the lower k-means
+            objective of that and 10 k-means++ restarts on the final embedding.
         standardize: ``"global"`` (centre, divide by one scale: k-means geometry unchanged), ``"feature"``
             (z-score each feature) or ``"none"``; statistics from the ``X`` passed to ``fit``.
         n_init: independent runs (seeds ``random_state + i``, each pretrained and trained from scratch); the
@@ -156,6 +166,8 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         recon_weight: float = 1.0,
         tau_start: float = 1.0,
         tau_end: float = 0.1,
+        centroid_init: Literal["input_kmeans", "embedding"] = "input_kmeans",
+        refine: Literal["learned", "best"] = "best",
         standardize: Literal["global", "feature", "none"] = "global",
         n_init: int = 3,
         floor: Floor = "stability",
@@ -183,6 +195,8 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         self.recon_weight = recon_weight
         self.tau_start = tau_start
         self.tau_end = tau_end
+        self.centroid_init = centroid_init
+        self.refine = refine
         self.standardize = standardize
         self.n_init = n_init
         self.floor = floor
@@ -230,6 +244,10 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
                     f"floor='stability' compares the agreement of independent runs and needs n_init >= 2, got "
                     f"n_init={self.n_init}; use floor='scatter' or floor='off' for a single run"
                 )
+            if self.centroid_init not in ("input_kmeans", "embedding"):
+                raise ValueError(f"centroid_init must be 'input_kmeans' or 'embedding', got {self.centroid_init!r}")
+            if self.refine not in ("learned", "best"):
+                raise ValueError(f"refine must be 'learned' or 'best', got {self.refine!r}")
             if self.standardize not in ("global", "feature", "none"):
                 raise ValueError(f"standardize must be 'global', 'feature' or 'none', got {self.standardize!r}")
         elif X.shape[1] != self.n_features_in_:
@@ -275,7 +293,7 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
             skip_trainable=bool(self.skip_trainable),
             pretrain_epochs=(pretrain + int(self.epochs)) if two_step else pretrain,
             recon_weight=self.recon_weight, cluster_weight=self.cluster_weight, tau_start=self.tau_start,
-            tau_end=self.tau_end, optimizer=functools.partial(torch.optim.Adam, lr=self.lr),
+            tau_end=self.tau_end, centroid_init=self.centroid_init, optimizer=functools.partial(torch.optim.Adam, lr=self.lr),
             centroid_lr=self.centroid_lr, seed=seed,
         )
 
@@ -296,6 +314,7 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
         # drop_last keeps batch normalisation away from a final batch of one sample; shuffling reaches every row
         loader = DataLoader(TensorDataset(xt), batch_size=batch, shuffle=True, drop_last=len(xt) > batch,
                             generator=torch.Generator().manual_seed(seed))
+        model.init_data = xt  # skip path and centroids from the whole input, in its order
         model.fit_skip(xt)
         if epochs > 0:
             log = logging.getLogger("lightning.pytorch")
@@ -315,6 +334,7 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
                     trainer.fit(model, loader)
             finally:
                 log.setLevel(level)
+        model.init_data = None  # the fitted model keeps no reference to the training data
         model.eval()
         return model
 
@@ -342,7 +362,9 @@ class ConcreteKMeansClusterer(ClusterMixin, BaseEstimator):
                 model = self._train(xt, seed, pretrained)
                 z = self._embed(model, xt)
                 learned = model.clusterer.centroids.detach().cpu() if bool(model.clusterer.initialized) else None
-                centroids, labels, inertia, ratio = select_partition(z, int(self.n_clusters), learned, seed=seed)
+                restarts = 0 if self.refine == "learned" and learned is not None else 10
+                centroids, labels, inertia, ratio = select_partition(z, int(self.n_clusters), learned,
+                                                                     n_init=restarts, seed=seed)
                 self.runs_.append({"seed": seed, "ratio": ratio, "labels": labels.numpy().astype(np.int64)})
                 run_labels.append(labels)
                 if best is None or ratio < best[-1]:

@@ -2,7 +2,8 @@
 
 Phase 1 (``pretrain_epochs``): the autoencoder learns to reconstruct (MSE). At the start of phase 2 the
 centroids are initialised by k-means (k-means++ seeding, best of ``init_n_init``) on the embedded training
-set. Phase 2 trains encoder, decoder and centroids jointly on
+set, or (``centroid_init="input_kmeans"``) as the mean embedding of each cluster of scikit-learn's ``KMeans``
+on the input, so joint training starts at the input's k-means partition. Phase 2 trains encoder, decoder and centroids jointly on
 ``recon_weight * MSE(x, dec(h)) + cluster_weight * L_cluster`` (the paper's Algorithm 1, no alternation),
 where ``L_cluster`` is
 
@@ -55,6 +56,7 @@ from lightning_papers.metrics import ClusteringAccuracy
 __all__ = ["DeepConcreteKMeans", "make_conv_autoencoder", "make_mlp_autoencoder"]
 
 Variant = Literal["concrete", "dec", "dcn"]
+CentroidInit = Literal["embedding", "input_kmeans"]
 
 
 def _inputs(batch) -> tuple[Tensor, Tensor | None]:
@@ -101,6 +103,9 @@ class DeepConcreteKMeans(L.LightningModule):
         lr_scheduler: optional LR scheduler factory (``class_path`` in YAML), stepped per epoch.
         centroid_lr: learning rate of the centroids (default: the optimizer's).
         init_n_init: k-means restarts for the centroid initialisation.
+        centroid_init: ``"embedding"``: k-means++ and Lloyd on the embedded rows (the paper); ``"input_kmeans"``:
+            scikit-learn's ``KMeans`` (``init_n_init`` restarts, ``seed``) on the flattened input rows, centroids =
+            the mean embedding of each of its clusters (joint training starts at the input's k-means partition).
         init_max_samples: rows (over all ranks) used to fit the skip path and initialise the centroids.
         num_classes: label range of the validation data (default ``n_clusters``) for val/acc, val/nmi, val/ari.
         seed: seed of the centroid initialisation.
@@ -142,6 +147,7 @@ class DeepConcreteKMeans(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         centroid_lr: float | None = None,
         init_n_init: int = 10,
+        centroid_init: CentroidInit = "embedding",
         init_max_samples: int = 20000,
         num_classes: int | None = None,
         seed: int = 0,
@@ -160,6 +166,8 @@ class DeepConcreteKMeans(L.LightningModule):
         if centroid_lr is not None and not centroid_lr > 0:
             raise ValueError(f"centroid_lr must be > 0, got {centroid_lr}")
         temperature_at(0.0, tau_start, tau_end, tau_schedule)  # validates the schedule arguments
+        if centroid_init not in ("embedding", "input_kmeans"):
+            raise ValueError(f"centroid_init must be 'embedding' or 'input_kmeans', got {centroid_init!r}")
         if encoder is None:
             if architecture == "mlp":
                 if in_features is None:
@@ -188,6 +196,9 @@ class DeepConcreteKMeans(L.LightningModule):
         self.val_nmi = ContingencyNMI(n_clusters, classes)
         self.val_ari = ContingencyARI(n_clusters, classes)
         self.val_objective = MeanMetric()
+        # rows to initialise the skip path and centroids from instead of the train loader (the estimator sets
+        # its whole input here, so the input k-means sees the rows in their order); not saved in checkpoints
+        self.init_data: Tensor | None = None
 
     # -- model -------------------------------------------------------------------------------------
     @property
@@ -262,20 +273,56 @@ class DeepConcreteKMeans(L.LightningModule):
             if name.startswith(("norm.", "skip_norm.")) and buf.is_floating_point():
                 buf.copy_(broadcast_from_rank_zero(strategy, buf))
 
+    def _sample_pair(self, data) -> tuple[Tensor, Tensor]:
+        """The same rows flattened and embedded ``(X, Z)``; from a loader gathered equally from every rank."""
+        cap = int(self.hparams.init_max_samples)
+        if isinstance(data, Tensor):
+            return data[:cap].flatten(1).float().cpu(), self._sample(data[:cap], raw=False)
+        was_training = self.training
+        self.eval()
+        xs, zs, seen = [], [], 0
+        with torch.no_grad():
+            for batch in data:
+                x, _ = _inputs(batch)
+                xs.append(x.flatten(1).float().cpu())
+                zs.append(self.encode(x.to(self.device)).cpu())
+                seen += len(x)
+                if seen >= cap:
+                    break
+        self.train(was_training)
+        strategy = self._strategy()
+        return gather_rows(strategy, torch.cat(xs), cap), gather_rows(strategy, torch.cat(zs), cap)
+
     @torch.no_grad()
     def init_centroids(self, data) -> None:
-        """k-means (k-means++ seeding) on the embedded ``data`` (tensor or loader); identical on every rank."""
+        """Initial centroids from ``data`` (tensor or loader), identical on every rank: k-means (k-means++
+        seeding) on the embedded rows, or with ``centroid_init="input_kmeans"`` the mean embedding of each
+        cluster of scikit-learn's ``KMeans`` on the input rows."""
         self.fit_skip(data)
         self.sync_norm_statistics()
-        z = self._sample(data, raw=False)
-        if z.shape[0] < self.clusterer.n_clusters:
-            raise ValueError(f"need at least n_clusters={self.clusterer.n_clusters} samples, got {z.shape[0]}")
-        centroids, _, _ = kmeans(z, self.clusterer.n_clusters, self.hparams.init_n_init, seed=self.hparams.seed)
+        k = self.clusterer.n_clusters
+        if self.hparams.centroid_init == "input_kmeans":
+            from sklearn.cluster import KMeans
+
+            x, z = self._sample_pair(data)
+            if z.shape[0] < k:
+                raise ValueError(f"need at least n_clusters={k} samples, got {z.shape[0]}")
+            km = KMeans(k, n_init=int(self.hparams.init_n_init), random_state=int(self.hparams.seed)).fit(x.numpy())
+            labels = torch.from_numpy(km.labels_.astype("int64"))
+            sums = torch.zeros(k, z.shape[1], dtype=torch.float64).index_add_(0, labels, z.double())
+            centroids = (sums / torch.bincount(labels, minlength=k).clamp_min(1)[:, None]).float()
+        else:
+            z = self._sample(data, raw=False)
+            if z.shape[0] < k:
+                raise ValueError(f"need at least n_clusters={k} samples, got {z.shape[0]}")
+            centroids, _, _ = kmeans(z, k, self.hparams.init_n_init, seed=self.hparams.seed)
         centroids = broadcast_from_rank_zero(self._strategy(), centroids.to(self.clusterer.centroids))
         self.clusterer.set_centroids(centroids)
         self.dcn_counts.fill_(100.0)
 
-    def _train_loader(self):
+    def _init_source(self):
+        if self.init_data is not None:
+            return self.init_data
         loader = self.trainer.train_dataloader
         if loader is None and self.trainer.datamodule is not None:
             loader = self.trainer.datamodule.train_dataloader()
@@ -293,11 +340,11 @@ class DeepConcreteKMeans(L.LightningModule):
 
     # -- Lightning hooks ---------------------------------------------------------------------------
     def on_train_start(self) -> None:
-        self.fit_skip(self._train_loader())
+        self.fit_skip(self._init_source())
 
     def on_train_epoch_start(self) -> None:
         if self.in_phase_two and not bool(self.clusterer.initialized):
-            self.init_centroids(self._train_loader())
+            self.init_centroids(self._init_source())
 
     def on_validation_epoch_start(self) -> None:
         self.sync_norm_statistics()
@@ -306,7 +353,7 @@ class DeepConcreteKMeans(L.LightningModule):
         self.sync_norm_statistics()
         # Two-step baseline (pretrain_epochs >= max_epochs): k-means on the final features.
         if not bool(self.clusterer.initialized):
-            self.init_centroids(self._train_loader())
+            self.init_centroids(self._init_source())
 
     def _recon_loss(self, x: Tensor, z: Tensor) -> Tensor:
         if self.decoder is None:

@@ -18,7 +18,8 @@ __all__ = ["compare_partitions", "partition_stability", "scatter_ratio", "select
 
 
 def select_partition(z, n_clusters: int, learned_centroids=None, n_init: int = 10, seed: int = 0):
-    """Lowest-inertia k-means partition of ``z`` among Lloyd from ``learned_centroids`` and k-means++ restarts.
+    """Lowest-inertia k-means partition of ``z`` among Lloyd from ``learned_centroids`` and ``n_init`` k-means++
+    restarts (``n_init=0``: Lloyd from ``learned_centroids`` only; ties keep the learned start).
 
     Returns ``(centroids, labels, inertia, ratio)`` with ``ratio = inertia / total scatter`` (scale-free, in
     [0, 1]; the criterion that compares runs). Purely unsupervised.
@@ -33,11 +34,13 @@ def select_partition(z, n_clusters: int, learned_centroids=None, n_init: int = 1
     """
     from lightning_papers.concrete_kmeans.core import kmeans
 
-    best = kmeans(z, n_clusters, n_init=n_init, seed=seed)
-    if learned_centroids is not None:
-        refined = kmeans(z, n_clusters, init=learned_centroids)
-        if refined[2] <= best[2]:
-            best = refined
+    if n_init < 1 and learned_centroids is None:
+        raise ValueError(f"n_init={n_init} restarts and no learned_centroids: nothing to start k-means from")
+    best = kmeans(z, n_clusters, init=learned_centroids) if learned_centroids is not None else None
+    if n_init >= 1:
+        restarted = kmeans(z, n_clusters, n_init=n_init, seed=seed)
+        if best is None or restarted[2] < best[2]:
+            best = restarted
     total = float((z - z.mean(0)).pow(2).sum())
     return best[0], best[1], best[2], best[2] / max(total, 1e-12)
 

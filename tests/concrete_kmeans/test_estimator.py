@@ -15,6 +15,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from lightning_papers.concrete_kmeans import (
     ConcreteKMeansClusterer,
     compare_partitions,
+    kmeans,
     partition_stability,
     scatter_ratio,
     select_partition,
@@ -42,6 +43,7 @@ def test_fit_follows_sklearn_conventions_and_clusters_blobs():
     before = torch.get_rng_state()
     assert est.fit(x) is est
     assert torch.equal(torch.get_rng_state(), before)  # the caller's RNG is left alone
+    assert est.model_.init_data is None  # the fitted model keeps no reference to the training data
     assert est.labels_.shape == (240,) and est.labels_.dtype == np.int64
     assert est.cluster_centers_.shape == (4, 6 + 3) and est.n_features_in_ == 6  # skip path (6) + code (3)
     assert normalized_mutual_info_score(y, est.labels_) > 0.9
@@ -66,6 +68,12 @@ def test_select_partition_keeps_the_lower_kmeans_objective():
     # a bad learned start is overruled by the k-means++ restart (lower objective), never kept
     assert inertia_bad == pytest.approx(ref.inertia_, rel=1e-4) and ratio_bad == pytest.approx(ratio_good)
     assert normalized_mutual_info_score(ref.labels_, labels_good.numpy()) == pytest.approx(1.0)
+    # n_init=0: Lloyd from the learned start only, even where a restart finds a lower objective
+    c_kept, _, inertia_kept, _ = select_partition(z, 3, bad, n_init=0)
+    assert inertia_kept > inertia_good * 1.5
+    torch.testing.assert_close(c_kept, kmeans(z, 3, init=bad)[0])
+    with pytest.raises(ValueError, match="nothing to start k-means from"):
+        select_partition(z, 3, None, n_init=0)
 
 
 @pytest.mark.slow
@@ -119,8 +127,9 @@ def test_compare_partitions_is_relative_per_space_and_symmetric():
 @pytest.mark.slow
 def test_floor_holds_on_a_held_out_noisy_blobs_table():
     """A noisy-blobs table no default was chosen on (other sizes and seed than blobs_dev / blobs_heldout; most
-    dimensions are noise, where one run's learned partition falls below k-means): the default floor is not
-    worse than scikit-learn's KMeans on the same input, and predict / transform agree with labels_."""
+    dimensions are noise, where one learned run falls below k-means, anchored at the input's k-means partition
+    or not): the default floor is not worse than scikit-learn's KMeans on the same input, and predict /
+    transform agree with labels_."""
     x, y = noisy_blobs(400, n_informative=6, n_noise=34, centers=5, cluster_std=2.5, seed=11)
     kmeans_nmi = normalized_mutual_info_score(y, KMeans(5, n_init=10, random_state=0).fit_predict(x))
     est = ConcreteKMeansClusterer(5, hidden=(64,), pretrain_epochs=20, epochs=20, random_state=0).fit(x)
@@ -183,7 +192,11 @@ def test_constant_features_are_kept_and_harmless():
         (np.random.rand(10, 2), {"n_clusters": 2, "variant": "kmeans"}, ValueError, "variant must be"),
         (np.random.rand(10, 2), {"n_clusters": 2, "floor": "always"}, ValueError,
          "floor must be 'stability', 'scatter' or 'off'"),
-        (np.random.rand(10, 2), {"n_clusters": 2, "n_init": 1}, ValueError, "floor='stability'.*n_init >= 2"),
+        (np.random.rand(10, 2), {"n_clusters": 2, "floor": "stability", "n_init": 1}, ValueError,
+         "floor='stability'.*n_init >= 2"),
+        (np.random.rand(10, 2), {"n_clusters": 2, "centroid_init": "pca"}, ValueError,
+         "centroid_init must be 'input_kmeans' or 'embedding'"),
+        (np.random.rand(10, 2), {"n_clusters": 2, "refine": "none"}, ValueError, "refine must be 'learned' or 'best'"),
         ([["a", "b"]], {"n_clusters": 2}, ValueError, "numeric array"),
     ],
 )

@@ -73,6 +73,38 @@ def test_centroids_initialised_by_kmeans_at_phase_two_then_trained():
     assert not torch.allclose(model.clusterer.centroids.detach(), seen["init"])  # phase 2 moved them
 
 
+def test_input_kmeans_init_starts_at_the_input_kmeans_partition():
+    """``centroid_init="input_kmeans"``: the centroids are the mean embedding of each cluster of scikit-learn's
+    KMeans on the input (independent reference), so the first joint step sees that partition; a loader gives
+    the same centroids."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from lightning_papers.concrete_kmeans.datasets import noisy_blobs
+
+    x, _ = noisy_blobs(300, n_informative=4, n_noise=4, centers=4, cluster_std=3.0, seed=0)  # overlapping
+    x = torch.from_numpy(x)
+    model = _model(n_clusters=4, centroid_init="input_kmeans", seed=3, learned_weight=0.2).eval()
+    model.init_centroids(x)
+    ref = torch.from_numpy(KMeans(4, n_init=10, random_state=3).fit_predict(x.numpy()))
+    with torch.no_grad():
+        z = model.encode(x)
+    expected = torch.stack([z[ref == c].mean(0) for c in range(4)])
+    torch.testing.assert_close(model.clusterer.centroids.detach(), expected, atol=1e-5, rtol=1e-5)
+    start = model.clusterer.predict(z)
+    assert adjusted_rand_score(ref, start) > 0.95
+    # the paper's initialisation (k-means on the embedding) is another start on these overlapping clusters
+    paper = _model(n_clusters=4, seed=3, learned_weight=0.2).eval()
+    paper.init_centroids(x)
+    assert adjusted_rand_score(ref, paper.clusterer.predict(z)) < adjusted_rand_score(ref, start)
+    # a loader (batches of the same rows in the same order) gives the same centroids
+    from_loader = _model(n_clusters=4, centroid_init="input_kmeans", seed=3, learned_weight=0.2).eval()
+    from_loader.load_state_dict(model.state_dict())
+    from_loader.clusterer.centroids.data.zero_()
+    from_loader.init_centroids(torch.utils.data.DataLoader(x, batch_size=64))
+    torch.testing.assert_close(from_loader.clusterer.centroids, model.clusterer.centroids, atol=1e-5, rtol=1e-5)
+
+
 def test_recon_improves_during_pretraining_and_two_step_inits_at_fit_end():
     L.seed_everything(0)
     dm = _dm()

@@ -3,31 +3,31 @@
 A checkpoint directory holds
 
 * ``config.json``: the Hugging Face model config (architecture, sizes);
-* ``spikellm_model.safetensors``: every quantized linear packed at its bit width (see
-  :mod:`lightning_papers.spikellm.pack`) plus the remaining tensors (embeddings, norms, head) as they are;
+* ``spikellm_model.safetensors``, ``spikellm_model-00001.safetensors``, ...: the quantized linears packed at
+  their bit width (see :mod:`lightning_papers.spikellm.pack`), one file per decoder layer, and a last file with
+  the remaining tensors (embeddings, norms, head) as they are;
 * ``spikellm_config.json``: the format name and version, the architecture, the :class:`SpikeLLMConfig` and
   per-linear metadata. It is written last.
 
-Saving writes into a hidden temporary directory next to the target and renames it into place, so an
-interrupted save never leaves a directory that loads.
+Saving writes into a temporary folder next to the target that replaces it only once complete
+(:func:`lightning_papers.files.atomic_directory`), so an interrupted save never leaves a directory that loads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from lightning_papers.files import atomic_directory
 from lightning_papers.spikellm.config import SpikeLLMConfig
 from lightning_papers.spikellm.linear import SpikeLinear
 from lightning_papers.spikellm.pack import pack_linear, unpack_linear
-from lightning_papers.spikellm.quantization import _set_module, quantized_linears
+from lightning_papers.spikellm.quantization import _set_module, find_decoder_layers, quantized_linears
 
 __all__ = ["CONFIG_FILE", "FORMAT", "MODEL_FILE", "CheckpointWriter", "load_quantized", "read_checkpoint_meta",
            "save_quantized"]
@@ -63,22 +63,54 @@ def _rest_state(model: nn.Module, linears: dict[str, SpikeLinear]) -> tuple[dict
 
 
 class CheckpointWriter:
-    """Writes a checkpoint into a hidden temporary directory and renames it into place on :meth:`commit`.
+    """Writes a checkpoint into a temporary folder that replaces ``path`` only when the ``with`` block succeeds.
 
-    Tensors can be added in several files (one per decoder layer when streaming); :meth:`abort` (or an
-    exception inside a ``with`` block) removes the temporary directory, so nothing half-written is left.
+    Built on :func:`lightning_papers.files.atomic_directory`: tensors can be written in several files (one per
+    decoder layer); :meth:`finish` writes the configs, the SpikeLLM one last. An exception (or interrupt) inside
+    the block removes the temporary folder and leaves ``path`` as it was, so nothing half-written ever loads.
+
+    Example::
+
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "q"
+        >>> try:
+        ...     with CheckpointWriter(out) as writer:
+        ...         writer.write({"x": torch.zeros(2)})
+        ...         raise KeyboardInterrupt  # interrupted before finish()
+        ... except KeyboardInterrupt:
+        ...     pass
+        >>> out.exists(), list(out.parent.iterdir())
+        (False, [])
     """
 
     def __init__(self, path: str | Path) -> None:
         out = Path(path)
         if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_checkpoint(out))):
             raise FileExistsError(f"{out} exists and is not a SpikeLLM checkpoint; refusing to overwrite it")
-        out.parent.mkdir(parents=True, exist_ok=True)
         self.out = out
-        self.tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-        self.tmp.mkdir()
         self.linears: dict[str, Any] = {}
         self._files = 0
+        self._finished = False
+        self._target: contextlib.AbstractContextManager[Path] | None = None
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> CheckpointWriter:
+        self._target = atomic_directory(self.out, overwrite=True)
+        self.tmp = self._target.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        assert self._target is not None
+        if exc_type is None and not self._finished:  # leaving without finish(): incomplete, discard it
+            exc_type, exc = RuntimeError, RuntimeError("CheckpointWriter left without finish(); nothing saved")
+            self._target.__exit__(exc_type, exc, None)
+            raise exc
+        return bool(self._target.__exit__(exc_type, exc, tb))
+
+    def _folder(self) -> Path:
+        if self.tmp is None:
+            raise RuntimeError("use CheckpointWriter in a with block")
+        return self.tmp
 
     def add_linears(self, linears: dict[str, SpikeLinear]) -> dict[str, torch.Tensor]:
         """Pack quantized linears (qualified names); returns their tensors (not yet written)."""
@@ -94,14 +126,16 @@ class CheckpointWriter:
         from safetensors.torch import save_file
 
         name = MODEL_FILE if self._files == 0 else MODEL_FILE.replace(".safetensors", f"-{self._files:05d}.safetensors")
-        save_file(tensors, str(self.tmp / name), metadata={"format": FORMAT})
+        save_file(tensors, str(self._folder() / name), metadata={"format": FORMAT})
         self._files += 1
 
-    def commit(self, model: nn.Module, config: SpikeLLMConfig, aliases: dict[str, str]) -> Path:
-        """Write the configs (the SpikeLLM one last) and move the directory into place."""
+    def finish(self, model: nn.Module, config: SpikeLLMConfig, aliases: dict[str, str]) -> None:
+        """Write the configs, the SpikeLLM one (which marks a checkpoint complete) last; the folder moves into
+        place when the ``with`` block ends."""
+        folder = self._folder()
         hf_config = getattr(model, "config", None)
         if hf_config is not None and hasattr(hf_config, "save_pretrained"):
-            hf_config.save_pretrained(str(self.tmp))
+            hf_config.save_pretrained(str(folder))
         meta = {
             "format": FORMAT, "version": VERSION, "architecture": type(model).__name__,
             "model_type": getattr(hf_config, "model_type", None),
@@ -111,20 +145,24 @@ class CheckpointWriter:
             # casts them too) so the reloaded model computes in the same precision
             "buffer_dtypes": {k: str(v.dtype) for k, v in model.named_buffers() if v.is_floating_point()},
         }  # fmt: skip
-        (self.tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")  # last: marks it complete
-        out = self.out
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(self.tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, out)
-        return out
+        (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        self._finished = True
 
-    def abort(self) -> None:
-        """Remove the temporary directory."""
-        shutil.rmtree(self.tmp, ignore_errors=True)
+
+def _by_decoder_layer(model: nn.Module, linears: dict[str, SpikeLinear]) -> dict[str, dict[str, SpikeLinear]]:
+    """Quantized linears grouped by decoder layer (``"model.layers.3"``), in model order; key ``""`` holds any
+    outside the decoder-layer list."""
+    try:
+        layers = find_decoder_layers(model)
+        prefix = next(n for n, m in model.named_modules() if m is layers) + "."
+    except ValueError:
+        prefix = None
+    groups: dict[str, dict[str, SpikeLinear]] = {}
+    for name, layer in linears.items():
+        inside = prefix is not None and name.startswith(prefix)
+        key = prefix + name[len(prefix) :].split(".")[0] if inside else ""
+        groups.setdefault(key, {})[name] = layer
+    return groups
 
 
 def save_quantized(model: nn.Module, path: str | Path) -> Path:
@@ -154,15 +192,17 @@ def save_quantized(model: nn.Module, path: str | Path) -> Path:
     if not linears:
         raise ValueError("model has no SpikeLinear modules; run lightning_papers.spikellm.quantize first")
     config = getattr(model, "spikellm_config", None) or next(iter(linears.values())).config
-    writer = CheckpointWriter(path)
-    try:
-        tensors = writer.add_linears(linears)
-        rest, aliases = _rest_state(model, linears)
-        writer.write({**tensors, **rest})
-        return writer.commit(model, config, aliases)
-    except BaseException:
-        writer.abort()
-        raise
+    with CheckpointWriter(path) as writer:
+        # one file per decoder layer, each packed just before it is written: the save holds one layer's packed
+        # tensors at a time instead of the whole model's (memory flat in depth, as when streaming)
+        groups = _by_decoder_layer(model, linears)
+        for key, group in groups.items():
+            if key:
+                writer.write(writer.add_linears(group))
+        rest, aliases = _rest_state(model, linears)  # embeddings, norms, head (and linears outside the layers)
+        writer.write({**writer.add_linears(groups.get("", {})), **rest})
+        writer.finish(model, config, aliases)
+    return Path(path)
 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:

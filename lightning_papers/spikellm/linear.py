@@ -139,7 +139,9 @@ class SpikeLinear(nn.Module):
         After quantization-aware training this bakes the latent weights into the grid the forward used.
         """
         if self.config.quantize_weights and not self.weight_quantized:
-            self.weight.data = self._fake_quant_weight(self.weight.data.float(), keep_params=True).to(self.weight.dtype)
+            # written into the existing storage: a new tensor per layer would leave the old one alive wherever it
+            # is still referenced (a memory-mapped checkpoint keeps every page it backs), doubling peak memory
+            self.weight.data.copy_(self._fake_quant_weight(self.weight.data.float(), keep_params=True))
         self.weight_quantized = True
         if self.qat:
             self.qat = False
@@ -161,9 +163,9 @@ class SpikeLinear(nn.Module):
             b = None if b is None else b / c["out_scale"].detach().float()
         if self.config.quantize_weights and not self.weight_quantized:
             w = self._fake_quant_weight(w, keep_params=True)
-        self.weight.data = w.to(self.weight.dtype)
+        self.weight.data.copy_(w)  # in place, see quantize_weight_
         if b is not None:
-            self.bias.data = b.to(self.bias.dtype)
+            self.bias.data.copy_(b)
         self._calib = {}
         self.weight_quantized = True
 

@@ -137,9 +137,9 @@ def omniquant_layer(
             if g["kind"] == "norm":
                 norm, scale = g["norm"], g["scale"].detach().float()
                 if "Gemma" in type(norm).__name__:  # Gemma's RMSNorm multiplies by (1 + weight)
-                    norm.weight.data = ((1 + norm.weight.data.float()) / scale - 1).to(norm.weight.dtype)
+                    norm.weight.data.copy_((1 + norm.weight.data.float()) / scale - 1)
                 else:
-                    norm.weight.data = (norm.weight.data.float() / scale).to(norm.weight.dtype)
+                    norm.weight.data.copy_(norm.weight.data.float() / scale)
         for lin in linears.values():
             lin._calib.pop("active", None)
             lin.fold_calibration_()

@@ -424,7 +424,7 @@ def quantize(
                     sl.weight.data, stats[name].hessian, config.w_bits, config.extra_bits if config.spike_weights else 0,
                     mask, config.group_size, config.ternary, config.gptq_damp, config.gptq_block, return_params=True,
                 )  # fmt: skip
-                sl.weight.data = q.to(sl.weight.dtype)
+                sl.weight.data.copy_(q)  # in place: no second copy of the layer's weights
                 sl.set_weight_params(params)
             else:
                 sl.quantize_weight_()

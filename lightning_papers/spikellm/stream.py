@@ -151,8 +151,6 @@ def quantize_pretrained(
         host.to(torch_dtype)
     move_except_layers(host, layers, compute)
     host.eval()
-    writer = CheckpointWriter(output_dir)
-
     def load_layer(idx: int, layer: nn.Module) -> None:
         layer.to_empty(device=compute)
         p = f"{layer_keys}{idx}."
@@ -163,21 +161,20 @@ def quantize_pretrained(
         if missing:
             raise ValueError(f"layer {idx} of {root} lacks tensors {missing[:5]}")
 
-    def write_layer(idx: int, layer: nn.Module) -> None:
+    def write_layer(writer: CheckpointWriter, idx: int, layer: nn.Module) -> None:
         linears = {f"{layer_keys}{idx}.{n}": m for n, m in quantized_linears(layer).items()}
         rest = {f"{layer_keys}{idx}.{k}": v.detach().cpu().contiguous().clone() for k, v in layer.state_dict().items()
                 if not any(f"{layer_keys}{idx}.{k}".startswith(f"{n}.") for n in linears)}  # fmt: skip
         writer.write({**writer.add_linears(linears), **rest})
+        for module in linears.values():  # packed and written: keep nothing of this layer (grids are not on meta)
+            module._wparams, module._calib = None, {}
         layer.to("meta")  # free it
         _release_freed_memory()
 
-    try:
+    with CheckpointWriter(output_dir) as writer:  # replaces output_dir only when complete
         report = quantize(host, calibration, config, batch_size=batch_size, progress=progress, device=compute, offload=True,
-                          layer_start=load_layer, layer_end=write_layer)  # fmt: skip
+                          layer_start=load_layer, layer_end=lambda i, layer: write_layer(writer, i, layer))  # fmt: skip
         rest, aliases = _rest_state(host, {n: None for n in [layer_keys[:-1]]})  # everything outside the layers
         writer.write(rest)
-        writer.commit(host, config, aliases)
-    except BaseException:
-        writer.abort()
-        raise
+        writer.finish(host, config, aliases)
     return report

@@ -13,6 +13,8 @@ import torch
 
 from lightning_papers.bench.report import BenchReport, mean_std
 
+__all__ = ["run"]
+
 W4A4 = dict(w_bits=4, a_bits=4)
 _PLAIN: list[tuple[str, dict]] = [
     ("RTN W4A4", dict(**W4A4, extra_bits=0, pipeline="rtn")),
@@ -155,6 +157,36 @@ def _memory_rows() -> tuple[list[list], dict[str, float], float]:
     return rows, growth, layer_mib
 
 
+def _memory_section() -> tuple[str, bool]:
+    """The memory paragraph and table, and whether the flatness goal is met."""
+    mem_rows, growth, layer_mib = _memory_rows()
+    judged = ("stream_rss", "memory_rss", "stream_heap", "memory_heap")
+    g_memory = all(growth[k] < layer_mib for k in judged)  # NaN (no mallinfo2) counts as not met
+    memory_text = f"""
+
+**Peak memory of quantization** (RTN W4A4 with 10 % salient channels of random Llamas, hidden 512, one fresh
+process each, packed checkpoint saved). *Streamed*: `quantize_pretrained` reads one decoder layer at a time from
+the safetensors shards (the others stay on the meta device) and writes it packed. *Whole model*: loaded with
+`from_pretrained`, quantized in place by `quantize`, saved by `save_quantized`; its RSS columns subtract the stored
+fp32 weights (which `from_pretrained` memory-maps from the file, so they are not in its live heap). One decoder layer is {layer_mib:.1f} MiB (fp32); all RSS figures include ~{min(float(r[2]) for r in mem_rows):.0f} MiB of
+Python, PyTorch and transformers. *Peak RSS* is the kernel's high-water mark of a process run with glibc's mmap
+threshold fixed at 128 KiB (`MALLOC_MMAP_THRESHOLD_`), so a freed tensor's memory goes back to the OS; *live
+heap* is the sampled maximum of bytes allocated and not yet freed (glibc `mallinfo2`). The last two columns are RSS
+under glibc's default settings, which raise the mmap threshold after the first large free and then keep freed
+tensor memory in the heap: there RSS also counts memory no tensor uses any more and grows with the number of
+layers processed (streamed {growth["stream_default"]:+.0f} MiB, whole model {growth["memory_default"]:+.0f} MiB from 2 to 8 layers), while
+live memory does not. Goal: growth from 2 to 8 layers below one layer's size in peak RSS (whole model: minus the weights) and in
+live heap, streamed and whole model — **{"met" if g_memory else "not met"}** (peak RSS: streamed {growth["stream_rss"]:+.1f} MiB,
+whole model {growth["memory_rss"]:+.1f} MiB; live heap: {growth["stream_heap"]:+.1f} / {growth["memory_heap"]:+.1f} MiB).
+Before this round the whole-model path kept each layer's original weights alive (memory-mapped by
+`from_pretrained`) beside their quantized copies (+{layer_mib:.0f} MiB a layer); quantized weights are now written
+into the existing storage and `save_quantized` packs and writes one decoder layer at a time.
+{_table(["layers", "stored fp32 weights (MiB)", "streamed: peak RSS (MiB)", "whole model minus weights: peak RSS (MiB)",
+     "streamed: live heap (MiB)", "whole model: live heap (MiB)",
+     "streamed: RSS, default glibc (MiB)", "whole model minus weights: RSS, default glibc (MiB)"], mem_rows)}"""
+    return memory_text, g_memory
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -261,31 +293,7 @@ consistent outlier channels through RMSNorm gains instead; RTN breaks, but OmniQ
     # 5. memory over a layer-count sweep (full run only: fresh processes take a few seconds each)
     memory_text, g_memory = "", None
     if not quick:
-        mem_rows, growth, layer_mib = _memory_rows()
-        judged = ("stream_rss", "memory_rss", "stream_heap", "memory_heap")
-        g_memory = all(growth[k] < layer_mib for k in judged)  # NaN (no mallinfo2) counts as not met
-        memory_text = f"""
-
-**Peak memory of quantization** (RTN W4A4 with 10 % salient channels of random Llamas, hidden 512, one fresh
-process each, packed checkpoint saved). *Streamed*: `quantize_pretrained` reads one decoder layer at a time from
-the safetensors shards (the others stay on the meta device) and writes it packed. *Whole model*: loaded with
-`from_pretrained`, quantized in place by `quantize`, saved by `save_quantized`; its RSS columns subtract the stored
-fp32 weights (which `from_pretrained` memory-maps from the file, so they are not in its live heap). One decoder layer is {layer_mib:.1f} MiB (fp32); all RSS figures include ~{min(float(r[2]) for r in mem_rows):.0f} MiB of
-Python, PyTorch and transformers. *Peak RSS* is the kernel's high-water mark of a process run with glibc's mmap
-threshold fixed at 128 KiB (`MALLOC_MMAP_THRESHOLD_`), so a freed tensor's memory goes back to the OS; *live
-heap* is the sampled maximum of bytes allocated and not yet freed (glibc `mallinfo2`). The last two columns are RSS
-under glibc's default settings, which raise the mmap threshold after the first large free and then keep freed
-tensor memory in the heap: there RSS also counts memory no tensor uses any more and grows with the number of
-layers processed (streamed +{growth["stream_default"]:.0f} MiB, whole model +{growth["memory_default"]:.0f} MiB from 2 to 8 layers), while
-live memory does not. Goal: growth from 2 to 8 layers below one layer's size in peak RSS (whole model: minus the weights) and in
-live heap, streamed and whole model — **{"met" if g_memory else "not met"}** (peak RSS: streamed {growth["stream_rss"]:+.1f} MiB,
-whole model {growth["memory_rss"]:+.1f} MiB; live heap: {growth["stream_heap"]:+.1f} / {growth["memory_heap"]:+.1f} MiB).
-Before this round the whole-model path kept each layer's original weights alive (memory-mapped by
-`from_pretrained`) beside their quantized copies (+{layer_mib:.0f} MiB a layer); quantized weights are now written
-into the existing storage and `save_quantized` packs and writes one decoder layer at a time.
-{_table(["layers", "stored fp32 weights (MiB)", "streamed: peak RSS (MiB)", "whole model minus weights: peak RSS (MiB)",
-         "streamed: live heap (MiB)", "whole model: live heap (MiB)",
-         "streamed: RSS, default glibc (MiB)", "whole model minus weights: RSS, default glibc (MiB)"], mem_rows)}"""
+        memory_text, g_memory = _memory_section()
     g_draws = len(seeds) >= 3
     goals = [g_reduction, g_saliency, g_packed, g_draws] + ([g_memory] if g_memory is not None else [])
     met = all(goals)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, get_args
 
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
 
 from lightning_papers.spikellm.config import SpikeLLMConfig
 from lightning_papers.spikellm.eval import perplexity
@@ -21,8 +22,9 @@ from lightning_papers.spikellm.quantization import (
 
 __all__ = ["SpikeLLMQuantization", "token_windows"]
 
-_WHEN = ("fit_start", "fit_end", "validate_start", "test_start")
-_MODES = ("ptq", "qat")
+When = Literal["fit_start", "fit_end", "validate_start", "test_start"]
+Mode = Literal["ptq", "qat"]
+_WHEN, _MODES = get_args(When), get_args(Mode)
 
 
 def token_windows(source: Any, nsamples: int, seqlen: int) -> torch.Tensor:
@@ -74,7 +76,8 @@ class SpikeLLMQuantization(L.Callback):
       this callback's checkpoint state, so a run resumed from a Lightning checkpoint continues exactly.
 
     Calibration comes from ``calibration`` (a LongTensor or any iterable of token-id batches) or, by default,
-    the datamodule's ``calibration_batches`` when it has one, else the trainer's training dataloader.
+    the datamodule's ``calibration_batches`` when it has one, else the trainer's training dataloader
+    (``trainer.train_dataloader``; QAT layers are therefore inserted in ``on_train_start``, after the sanity check).
 
     Args:
         config: SpikeLLM settings (``nsamples``/``seqlen`` set the calibration size).
@@ -102,8 +105,8 @@ class SpikeLLMQuantization(L.Callback):
     def __init__(
         self,
         config: SpikeLLMConfig | None = None,
-        when: str = "fit_end",
-        mode: str = "ptq",
+        when: When = "fit_end",
+        mode: Mode = "ptq",
         model_attr: str = "model",
         calibration: Any = None,
         eval_split: str | None = "val",
@@ -144,12 +147,16 @@ class SpikeLLMQuantization(L.Callback):
         dm: Any = trainer.datamodule
         if dm is not None and hasattr(dm, "calibration_batches"):
             return dm.calibration_batches(cfg.nsamples, cfg.seqlen, seed=cfg.seed)
-        if dm is not None:
+        loader: Any = trainer.train_dataloader  # public; set once the fit loop has its data (from on_train_start)
+        if loader is None and dm is not None:
             loader = dm.train_dataloader()
-        elif trainer.train_dataloader is not None:
-            loader = trainer.train_dataloader
-        else:  # fit(model, train_dataloaders=...) before the loop has built it: Lightning's data source
-            loader = trainer.fit_loop._data_source.dataloader()
+        if loader is None:
+            raise ValueError("no calibration data: pass calibration= (token ids or batches), use a datamodule, or "
+                             "run the callback in fit (it then calibrates on the training dataloader)")  # fmt: skip
+        if isinstance(loader, Mapping):  # several training dataloaders: the first
+            loader = next(iter(loader.values()))
+        elif isinstance(loader, (list, tuple)) and loader and isinstance(loader[0], DataLoader):
+            loader = loader[0]
         return token_windows(loader, cfg.nsamples, cfg.seqlen)
 
     def _eval_tokens(self, trainer: L.Trainer) -> torch.Tensor | None:
@@ -234,6 +241,10 @@ class SpikeLLMQuantization(L.Callback):
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._lm_ref = self._lm(pl_module)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the start of fit's training (after checkpoint restore and the sanity check): the trainer's training
+        # dataloader exists from here on, so calibration can default to it through the public API
         if self.when == "fit_start":
             self._insert_qat(trainer, pl_module)
 

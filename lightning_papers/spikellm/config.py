@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
-SALIENCY = ("first_order", "hessian", "random")
-PIPELINES = ("rtn", "gptq", "omniquant")
-SPIKE_TARGETS = ("auto", "activations", "weights", "both", "none")
+__all__ = ["PIPELINES", "SALIENCY", "SPIKE_TARGETS", "Pipeline", "Saliency", "SpikeLLMConfig", "SpikeTarget"]
+
+Saliency = Literal["first_order", "hessian", "random"]
+Pipeline = Literal["rtn", "gptq", "omniquant"]
+SpikeTarget = Literal["auto", "activations", "weights", "both", "none"]
+SALIENCY, PIPELINES, SPIKE_TARGETS = get_args(Saliency), get_args(Pipeline), get_args(SpikeTarget)
 
 
 @dataclass
@@ -58,9 +61,9 @@ class SpikeLLMConfig:
     a_bits: int = 4
     extra_bits: int = 1
     salient_fraction: float = 0.1
-    saliency: str = "first_order"
-    pipeline: str = "rtn"
-    spike: str = "auto"
+    saliency: Saliency = "first_order"
+    pipeline: Pipeline = "rtn"
+    spike: SpikeTarget = "auto"
     ternary: bool = False
     group_size: int = -1
     nsamples: int = 128

@@ -98,3 +98,35 @@ def test_qat_arguments_are_checked():
         SpikeLLMQuantization(mode="qat", when="fit_end")
     with pytest.raises(ValueError, match="mode"):
         SpikeLLMQuantization(mode="awq")
+
+
+def test_qat_calibrates_on_the_trainers_training_dataloader():
+    from lightning_papers.spikellm import tiny_llama
+
+    data = torch.randint(0, 256, (32, 32), generator=torch.Generator().manual_seed(1))
+    cfg = SpikeLLMConfig(w_bits=4, a_bits=4, extra_bits=1, salient_fraction=0.1, nsamples=8, seqlen=32)
+    reference = tiny_llama(0, hidden_size=32, intermediate_size=64, num_hidden_layers=1)
+    lm = TinyLM(copy.deepcopy(reference))
+    quantize(reference, data[:8], cfg, progress=False, qat=True)  # the loader's first 8 windows, unshuffled
+    seen = {}
+
+    class Spy(L.Callback):
+        def on_train_start(self, trainer, pl_module):  # runs after SpikeLLMQuantization's hook
+            seen.update({n: m.salient_mask.clone() for n, m in quantized_linears(pl_module.model).items()})
+
+    cb = SpikeLLMQuantization(cfg, when="fit_start", mode="qat")
+    _trainer(max_steps=1, callbacks=[cb, Spy()]).fit(lm, DataLoader(data, batch_size=4, shuffle=False))
+    expected = {n: m.salient_mask for n, m in quantized_linears(reference).items()}
+    assert seen.keys() == expected.keys() and len(seen) == 7
+    for name, mask in expected.items():
+        assert torch.equal(seen[name], mask), name
+
+
+def test_ptq_without_any_calibration_source_names_the_options():
+    from lightning_papers.spikellm import tiny_llama
+
+    lm = TinyLM(tiny_llama(0, hidden_size=32, intermediate_size=64, num_hidden_layers=1))
+    lm.validation_step = lambda batch, _idx: None
+    cb = SpikeLLMQuantization(SpikeLLMConfig(nsamples=2, seqlen=16), when="validate_start")
+    with pytest.raises(ValueError, match="no calibration data: pass calibration="):
+        _trainer(callbacks=[cb]).validate(lm, DataLoader(torch.randint(0, 256, (4, 16)), batch_size=2))

@@ -323,7 +323,7 @@ Here OmniQuant-style W4A4 costs {base / fp_massive:.1f}× perplexity (LLaMA-2-7B
 The paper's two W4A4 spiking settings were both run; **{choice}** was chosen on the dev windows
 (dev perplexity {", ".join(f"{n}: {_mean(dev_ppl[spike_labels[n]]):.3f}" for n in _SPIKE_CHOICES)}).
 
-Goals (this issue):
+Goals:
 - W4A4 relative perplexity reduction over the same-pipeline (OmniQuant-style) baseline ≥ {_GOAL} % at ≤ 4.1 average
   activation bits, in the massive-activation regime: **{verdict(g_reduction)}** — {reduction:.1f} %
   ({base:.3f} → {spike:.3f}; per draw {", ".join(f"{r:+.1f} %" for r in per_draw)}) at {bits[m_spike]:.3f} bits.

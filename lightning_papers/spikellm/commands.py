@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from lightning_papers.files import atomic_write_text
 from lightning_papers.spikellm.config import SpikeLLMConfig
 
 __all__ = ["load_causal_lm", "quantize"]
@@ -124,6 +125,6 @@ def quantize(
     )
     if output_dir is not None:
         out = save_quantized(model, output_dir)
-        (out / "report.md").write_text(text + "\n", encoding="utf-8")
+        atomic_write_text(out / "report.md", text + "\n")
         text += f"\n  saved to {out}"
     return text

@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from lightning_papers.validation import check_each
+
 __all__ = [
     "GIFQuantizer",
     "gif_levels",
@@ -38,8 +40,7 @@ def gif_levels(bits: int, extra_bits: int = 0) -> int:
         >>> gif_levels(4, 0), gif_levels(4, 1), gif_levels(4, 2)
         (16, 31, 61)
     """
-    if bits < 1 or extra_bits < 0:
-        raise ValueError(f"bits must be >= 1 and extra_bits >= 0, got bits={bits}, extra_bits={extra_bits}")
+    check_each((bits >= 1, f"bits must be >= 1, got {bits}"), (extra_bits >= 0, f"extra_bits must be >= 0, got {extra_bits}"))
     return (2**extra_bits) * (2**bits - 1) + 1
 
 

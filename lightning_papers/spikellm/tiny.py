@@ -26,10 +26,11 @@ def tiny_llama(seed: int = 0, **overrides: Any) -> nn.Module:
     """A freshly initialised tiny ``LlamaForCausalLM`` (eager attention, deterministic init)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(seed)
     cfg = LlamaConfig(**{**TINY_LLAMA, **overrides})
     cfg._attn_implementation = "eager"
-    return LlamaForCausalLM(cfg)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(cfg)
 
 
 def train_tiny_llama(

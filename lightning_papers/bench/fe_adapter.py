@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lightning_papers.bench.fe_adapter_costs import tiny_step_times, vitb_parameter_counts
+from lightning_papers.bench.measure import paired_difference, paired_verdict, ratio_mean_std
 from lightning_papers.bench.report import BenchReport, markdown_table, mean_std
 
 __all__ = ["CHANCE", "FRESH_TEST", "QUICK_EPOCHS", "SETTINGS", "run", "settings", "settings_from_config"]
@@ -275,178 +277,9 @@ def _synthetic_runs(quick: bool, out_dir: Path) -> tuple[dict[str, dict], dict]:
                          test_fraction=s["test_fraction"])  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------- ViT-B/16 counts
-def _vitb_counts(fe_default: dict, time_steps: bool) -> tuple[list[list], dict]:
-    """Trainable-parameter counts on CLIP ViT-B/16 (random init), computed from the modules themselves."""
-    from torch import nn
-
-    from lightning_papers.fe_adapter import (
-        FEAdapterConfig,
-        count_parameters,
-        inject_fe_adapters,
-        remove_fe_adapters,
-    )
-    from lightning_papers.fe_adapter.module import build_backbone
-
-    vit = build_backbone("vit_base_patch16_clip_224", pretrained=False, img_size=224)
-    dim, depth, classes = vit.embed_dim, len(vit.blocks), 7
-    head = dim * classes + classes
-    full = count_parameters(vit, trainable_only=False)
-
-    def adapters(cfg: FEAdapterConfig) -> int:
-        inject_fe_adapters(vit, num_frames=8, config=cfg)
-        n = count_parameters(vit, trainable_only=True)
-        remove_fe_adapters(vit)
-        return n
-
-    fe_cfg = FEAdapterConfig(**{**fe_default, "bottleneck": 24})
-    fe = adapters(fe_cfg)
-    fe_frame = adapters(fe_cfg.frame_only())
-    st = adapters(
-        FEAdapterConfig(bottleneck=384, dilations=(1,), dynamic=False, activation="none", bias=True)
-    )
-    # AIM-style: per block a temporal, a spatial and a joint (MLP-parallel) bottleneck adapter D -> D/4 -> D
-    aim = count_parameters(
-        nn.ModuleList(
-            nn.Sequential(nn.Linear(dim, dim // 4), nn.GELU(), nn.Linear(dim // 4, dim))
-            for _ in range(3 * depth)
-        )
-    )
-    rows = []
-    for name, n in [
-        ("full fine-tuning", full), ("AIM-style (3 adapters/block, D/4)", aim),
-        ("ST-Adapter-style (width 384, k=3 temporal)", st), ("FE-Adapter (ours, width 24, d={1,2,3}, dynamic)", fe),
-        ("frame adapter (width 24, no temporal)", fe_frame), ("linear probe", 0),
-    ]:  # fmt: skip
-        rows.append([name, n + head, (n + head) / (full + head), (st + head) / (n + head)])
-    info = dict(fe=fe + head, st=st + head, full=full + head, fe_adapters=fe, st_adapters=st)
-    if time_steps:
-        info["vitb_times"] = _vitb_step_times(vit, fe_cfg)
-    return rows, info
-
-
-def _interleaved_step_times(
-    steps: dict, rounds: int, per_round: int, warmup: int = 1
-) -> dict[str, list[float]]:
-    """Seconds per training step of each ``name -> step()`` callable, measured in interleaved rounds.
-
-    Every round times ``per_round`` steps of each setting in turn, so drifts of the machine's speed (other
-    processes, thermal state) hit all settings alike; the per-round ratios then show the measurement's spread.
-    """
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    out: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            t = time.perf_counter()
-            for _ in range(per_round):
-                step()
-            out[name].append((time.perf_counter() - t) / per_round)
-    return out
-
-
-def _train_step(model, params, clips, labels):
-    """A closure doing one AdamW training step of ``model`` on a fixed batch."""
-    import torch
-
-    opt = torch.optim.AdamW(params, lr=1e-4)
-
-    def step() -> None:
-        loss = torch.nn.functional.cross_entropy(model(clips), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return step
-
-
-def _speed_tiny(s: dict, rounds: int = 7, per_round: int = 15) -> dict[str, list[float]]:
-    """Interleaved step times of FE-Adapter and full fine-tuning on the benchmark's tiny model (one thread,
-    like each training worker), on one training batch of the benchmark's shape."""
-    import torch
-
-    from lightning_papers.fe_adapter import FEAdapterClassifier, FEAdapterConfig
-
-    m = s["model"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        clips = torch.randn(s["batch_size"], m["num_frames"], 3, m["img_size"], m["img_size"])
-        labels = torch.randint(0, m["num_classes"], (s["batch_size"],))
-        steps = {}
-        for mode in ("adapter", "full_finetune"):
-            model = FEAdapterClassifier(
-                m["backbone"], pretrained=False, backbone_kwargs=m["backbone_kwargs"], img_size=m["img_size"],
-                num_frames=m["num_frames"], num_classes=m["num_classes"], mode=mode,
-                adapter=FEAdapterConfig(**m["adapter"]),
-            ).train()  # fmt: skip
-            params = [p for p in model.parameters() if p.requires_grad]
-            steps[mode] = _train_step(model, params, clips, labels)
-        return _interleaved_step_times(steps, rounds, per_round, warmup=3)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _vitb_step_times(vit, cfg, rounds: int = 3) -> dict[str, list[float]]:
-    """Interleaved seconds per training step of ViT-B/16 on one 8-frame 224-px clip: FE-Adapter vs full FT."""
-    import torch
-    from torch import nn
-
-    from lightning_papers.fe_adapter import inject_fe_adapters
-
-    torch.manual_seed(0)
-    clips, labels = torch.randn(8, 3, 224, 224), torch.tensor([0])
-
-    class ClipModel(nn.Module):  # frames -> per-frame features -> mean over time -> head
-        def __init__(self, backbone):
-            super().__init__()
-            self.backbone, self.head = backbone, nn.Linear(backbone.embed_dim, 7)
-
-        def forward(self, frames):
-            return self.head(self.backbone(frames).mean(0, keepdim=True))
-
-    full = ClipModel(copy.deepcopy(vit).requires_grad_(True)).train()
-    fe = ClipModel(inject_fe_adapters(copy.deepcopy(vit), num_frames=8, config=cfg)).train()
-    steps = {
-        name: _train_step(model, [p for p in model.parameters() if p.requires_grad], clips, labels)
-        for name, model in (("full", full), ("fe", fe))
-    }
-    return _interleaved_step_times(steps, rounds, per_round=1)
-
-
 # ----------------------------------------------------------------------------------------- report
 def _mean(values: list[float]) -> float:
     return float(np.mean(values))
-
-
-def _paired(a: dict, b: dict, what: str) -> tuple[float, float, int]:
-    """Mean and standard error of ``a - b`` over the seeds both were run with (same data, same init seed)."""
-    common = [x for x in a["seeds"] if x in b["seeds"]]
-    d = np.array([a[what][a["seeds"].index(x)] - b[what][b["seeds"].index(x)] for x in common])
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
-    return float(d.mean()), se, len(d)
-
-
-def _verdict(mean: float, se: float, n: int) -> str:
-    """``better`` / ``worse`` when a paired t-test over ``n`` seeds rejects "no difference" at 5% (two-sided)."""
-    from scipy.stats import t
-
-    if n < 2:
-        return "no measurable difference"
-    bound = float(t.ppf(0.975, n - 1)) * se
-    if mean > bound:
-        return "better"
-    if mean < -bound:
-        return "worse"
-    return "no measurable difference"
-
-
-def _ratio_text(full: list[float], fe: list[float]) -> tuple[float, str]:
-    """Speed-up of FE over full fine-tuning from interleaved per-round step times: (mean, "mean ± std")."""
-    ratios = np.array(full) / np.array(fe)
-    return float(ratios.mean()), mean_std(ratios, 2)
 
 
 def run(quick: bool, out_dir: Path) -> BenchReport:
@@ -465,7 +298,7 @@ def _run(quick: bool, out_dir: Path) -> BenchReport:
     s = settings()
     res, data = _synthetic_runs(quick, out_dir)
     fe = res["fe"]
-    vit_rows, info = _vitb_counts(fe["adapter"], time_steps=not quick)
+    vit_rows, info = vitb_parameter_counts(fe["adapter"], time_steps=not quick)
     head = s["model"]["backbone_kwargs"]["embed_dim"] * s["model"]["num_classes"] + s["model"]["num_classes"]
     n_fresh = FRESH_TEST["num_clips"]
     columns = [
@@ -524,10 +357,10 @@ i.e. more than 6 sampling standard deviations of a chance-level UAR on {n_fresh}
     ablation_keys = [k for k in res if res[k]["role"] not in ("the method", "baseline")]
     candidates = ["fe", *ablation_keys]
     ratio = {k: st_adapters / (res[k]["trainable"] - head) for k in candidates}
-    delta = {k: (_paired(res[k], fe, "val"), _paired(res[k], fe, "fresh")) for k in ablation_keys}
+    delta = {k: (paired_difference(res[k], fe, "val"), paired_difference(res[k], fe, "fresh")) for k in ablation_keys}
     # selection by validation only: a variant with >= 15x fewer adapter parameters than the ST-style adapter
     # replaces the shipped design when its validation UAR is measurably better (paired t-test over seeds, 5%)
-    better = [k for k in ablation_keys if ratio[k] >= 15 and _verdict(*delta[k][0]) == "better"]
+    better = [k for k in ablation_keys if ratio[k] >= 15 and paired_verdict(*delta[k][0]) == "better"]
     chosen = max(better, key=lambda k: delta[k][0][0]) if better else "fe"
     best_mean = max((k for k in candidates if ratio[k] >= 15), key=lambda k: _mean(res[k]["val"]))
     abl_columns = ["variant", "tests", "seeds", "val UAR", "Δ val vs shipped (paired ± se)", "val verdict",
@@ -539,14 +372,14 @@ i.e. more than 6 sampling standard deviations of a chance-level UAR on {n_fresh}
         (dv, sv, nv), (dt, st_, _) = delta[k]
         abl_rows.append([
             res[k]["label"], res[k]["role"], len(res[k]["seeds"]), mean_std(res[k]["val"]), f"{dv:+.3f} ± {sv:.3f}",
-            _verdict(dv, sv, nv), mean_std(res[k]["uar"]), mean_std(res[k]["fresh"]), f"{dt:+.3f} ± {st_:.3f}",
+            paired_verdict(dv, sv, nv), mean_std(res[k]["uar"]), mean_std(res[k]["fresh"]), f"{dt:+.3f} ± {st_:.3f}",
             res[k]["trainable"] - head,
             ratio[k], k == chosen,
         ])  # fmt: skip
 
     def adds(without: dict, with_: dict, what: str) -> str:
-        (dv, sv, n), (dt, se_t, _) = _paired(with_, without, "val"), _paired(with_, without, "fresh")
-        v = _verdict(dv, sv, n)
+        (dv, sv, n), (dt, se_t, _) = paired_difference(with_, without, "val"), paired_difference(with_, without, "fresh")
+        v = paired_verdict(dv, sv, n)
         head_ = {"better": f"{what} adds {dv:+.3f} val UAR", "worse": f"{what} costs {dv:+.3f} val UAR",
                  "no measurable difference": f"{what} adds nothing measurable"}[v]  # fmt: skip
         return (f"{head_} (paired over {n} seeds: Δ val {dv:+.3f} ± {sv:.3f}, Δ fresh test {dt:+.3f} ± {se_t:.3f}; "
@@ -556,11 +389,11 @@ i.e. more than 6 sampling standard deviations of a chance-level UAR on {n_fresh}
     ratio_tiny = ratio["fe"]
     ratio_vitb = info["st_adapters"] / info["fe_adapters"]
     win = _mean(fe["fresh"]) >= _mean(st["fresh"])
-    d_st, se_st, n_st = _paired(fe, st, "fresh")
-    tiny = _speed_tiny(s)
-    tiny_speed, tiny_text = _ratio_text(tiny["full_finetune"], tiny["adapter"])
+    d_st, se_st, n_st = paired_difference(fe, st, "fresh")
+    tiny = tiny_step_times(s)
+    tiny_speed, tiny_text = ratio_mean_std(tiny["full_finetune"], tiny["adapter"])
     vt = info["vitb_times"]
-    vitb_speed, vitb_text = _ratio_text(vt["full"], vt["fe"])
+    vitb_speed, vitb_text = ratio_mean_std(vt["full"], vt["fe"])
     fe_cps = s["batch_size"] / np.median(tiny["adapter"])
     full_cps = s["batch_size"] / np.median(tiny["full_finetune"])
     goal = win and ratio_tiny >= 15 and ratio_vitb >= 15 and vitb_speed >= 1.3 and chosen == "fe"
@@ -617,8 +450,8 @@ counts training steps inside the benchmark's runs, two workers side by side, and
 - FE-Adapter >= ST-Adapter-style fresh test UAR (mean over seeds {_mean(fe["fresh"]):.3f} vs {_mean(st["fresh"]):.3f}, paired
   Δ {d_st:+.3f} ± {se_st:.3f} over {n_st} seeds): {verdict(win)}; at >= 15x fewer adapter parameters (tiny model
   {ratio_tiny:.1f}x, ViT-B/16 {ratio_vitb:.1f}x): {verdict(ratio_tiny >= 15 and ratio_vitb >= 15)}.
-- Ablation rows showing what dynamic and dilated each add: shown above (dilation: {_verdict(*_paired(res["static"], res["d1"], "val"))};
-  dynamic routing: {_verdict(*_paired(fe, res["static"], "val"))}, on validation).
+- Ablation rows showing what dynamic and dilated each add: shown above (dilation: {paired_verdict(*paired_difference(res["static"], res["d1"], "val"))};
+  dynamic routing: {paired_verdict(*paired_difference(fe, res["static"], "val"))}, on validation).
 - The shipped design is the one validation selects: {verdict(chosen == "fe")}.
 - Train clips/s >= 1.3x full fine-tuning's: ViT-B/16 {vitb_speed:.2f}x ({verdict(vitb_speed >= 1.3)}); tiny model
   {tiny_speed:.2f}x ({verdict(tiny_speed >= 1.3)}{"" if tiny_speed >= 1.3 else ": with D=64 and 2 blocks the saved weight gradients and optimizer state are a small part of a step, which still back-propagates through every frozen block to the first adapter"}).

@@ -12,6 +12,7 @@ from scipy.stats import ttest_rel
 
 import lightning_papers
 from lightning_papers.bench import fe_adapter as bench
+from lightning_papers.bench.measure import paired_difference, paired_verdict
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,16 +55,16 @@ def test_paired_differences_and_verdicts():
     shipped = {"seeds": [0, 1, 2], "val": [0.5, 0.6, 0.7]}
     # +0.2 on each common seed; seed 5 has no partner
     variant = {"seeds": [2, 0, 1, 5], "val": [0.9, 0.7, 0.8, 0.1]}
-    mean, se, n = bench._paired(variant, shipped, "val")
+    mean, se, n = paired_difference(variant, shipped, "val")
     assert n == 3 and mean == pytest.approx(0.2) and se == pytest.approx(0.0, abs=1e-12)
-    assert bench._verdict(mean, se, n) == "better" and bench._verdict(-mean, se, n) == "worse"
+    assert paired_verdict(mean, se, n) == "better" and paired_verdict(-mean, se, n) == "worse"
     noisy = {"seeds": [0, 1, 2], "val": [0.7, 0.4, 0.8]}  # differences +0.2, -0.2, +0.1
-    mean, se, n = bench._paired(noisy, shipped, "val")
+    mean, se, n = paired_difference(noisy, shipped, "val")
     assert se == pytest.approx(np.std([0.2, -0.2, 0.1], ddof=1) / np.sqrt(3))
-    assert bench._verdict(mean, se, n) == "no measurable difference"
+    assert paired_verdict(mean, se, n) == "no measurable difference"
     # the verdict is scipy's paired t-test at 5% (two-sided)
     a, b = np.array([0.61, 0.7, 0.64, 0.58]), np.array([0.5, 0.55, 0.6, 0.52])
-    mean, se, n = bench._paired(
+    mean, se, n = paired_difference(
         {"seeds": [0, 1, 2, 3], "val": list(a)}, {"seeds": [0, 1, 2, 3], "val": list(b)}, "val"
     )
-    assert (bench._verdict(mean, se, n) == "better") == (ttest_rel(a, b).pvalue < 0.05 and mean > 0)
+    assert (paired_verdict(mean, se, n) == "better") == (ttest_rel(a, b).pvalue < 0.05 and mean > 0)

@@ -156,9 +156,12 @@ def parse_dfew(
                 continue
             if n == 0 and not row[-1].strip().isdigit():
                 continue  # header "video_name,label"
-            name, label = row[0].strip(), int(row[-1])
+            name, text = row[0].strip(), row[-1].strip()
+            if not text.lstrip("-").isdigit():
+                raise ValueError(f"{table}, row {n + 1}: label {text!r} for {name!r} is not a number; expected 1..7")
+            label = int(text)
             if not 1 <= label <= 7:
-                raise ValueError(f"{table}: label {label} for {name} is outside 1..7")
+                raise ValueError(f"{table}, row {n + 1}: label {label} for {name!r} is outside 1..7")
             if name.isdigit():
                 name = f"{int(name):05d}"
             path = _locate(root, dirs, name, source)
@@ -166,7 +169,7 @@ def parse_dfew(
                 missing.append(name)
                 continue
             samples.append(VideoSample(path, label - 1))
-    _warn_missing(missing, table)
+    _check_missing(missing, table, found=len(samples))
     return samples
 
 
@@ -197,7 +200,7 @@ def parse_ferv39k(
             missing.append(rel)
             continue
         samples.append(VideoSample(path, index))
-    _warn_missing(missing, table)
+    _check_missing(missing, table, found=len(samples))
     return samples
 
 
@@ -231,7 +234,7 @@ def parse_mafw(
             missing.append(name)
             continue
         samples.append(VideoSample(path, _label_index(label, MAFW_CLASSES, str(table))))
-    _warn_missing(missing, table)
+    _check_missing(missing, table, found=len(samples))
     return samples
 
 
@@ -257,7 +260,13 @@ def parse_folder(root: str | Path) -> tuple[list[VideoSample], list[str]]:
     return samples, classes
 
 
-def _warn_missing(missing: list[str], table: Path) -> None:
+def _check_missing(missing: list[str], table: Path, found: int) -> None:
+    """Warn about listed clips that are absent; none present at all is an error (a wrong root or clip folder)."""
+    if missing and not found:
+        raise FileNotFoundError(
+            f"none of the {len(missing)} clips listed in {table} was found (e.g. {missing[:3]}); check the dataset "
+            "root, the clip folder (video_dir) and source"
+        )
     if missing:
         warnings.warn(
             f"{len(missing)} clips listed in {table} were not found and are skipped, e.g. {missing[:3]}",

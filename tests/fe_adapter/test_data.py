@@ -339,3 +339,21 @@ def test_synthetic_amplitude_and_hold_ranges_shape_the_expressions():
         SyntheticEmotionVideos(num_clips=8, amplitude=(0.8, 0.5))
     with pytest.raises(ValueError, match="hold"):
         SyntheticEmotionVideos(num_clips=8, hold=(0.0, 0.1))
+
+
+def test_dfew_split_with_every_clip_missing_or_a_bad_label_is_an_error(tmp_path):
+    root = _fake_dfew(tmp_path / "dfew", n=10)
+    (root / "Clip" / "original" / "00003.mp4").unlink()
+    with pytest.warns(UserWarning, match=r"1 clips listed in .*set_1\.csv were not found"):
+        assert len(parse_dfew(root, 1, "train")) == 7  # one missing: skipped with a warning
+    for clip in (root / "Clip" / "original").iterdir():
+        clip.unlink()
+    with pytest.raises(FileNotFoundError, match=r"none of the 8 clips listed in .*set_1\.csv was found"):
+        parse_dfew(root, 1, "train")  # a wrong root or clip folder, not an empty split
+    table = root / "EmoLabel_DataSplit" / "train(single-labeled)" / "set_2.csv"
+    table.write_text("video_name,label\n1,3\n2,happy\n")
+    with pytest.raises(ValueError, match=r"set_2\.csv, row 3: label 'happy' for '2' is not a number; expected 1\.\.7"):
+        parse_dfew(root, 2, "train")
+    table.write_text("video_name,label\n1,9\n")
+    with pytest.raises(ValueError, match=r"set_2\.csv, row 2: label 9 for '1' is outside 1\.\.7"):
+        parse_dfew(root, 2, "train")

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from lightning_papers.spikellm.quantization import check_token_ids, vocab_size_of
+
 __all__ = ["perplexity"]
 
 
@@ -33,7 +35,7 @@ def perplexity(
         The perplexity (a float >= 1).
 
     Raises:
-        ValueError: when ``tokens`` holds no complete window.
+        ValueError: when ``tokens`` holds no complete window, or a token id outside the model's vocabulary.
 
     Example::
 
@@ -55,6 +57,7 @@ def perplexity(
     else:
         windows = tokens
     device = next(model.parameters()).device
+    vocab = vocab_size_of(model)
     was_training = model.training
     model.eval()
     nll, count, seen = 0.0, 0, 0
@@ -65,6 +68,7 @@ def perplexity(
                 ids = ids[: max_windows - seen]
                 if ids.shape[0] == 0:
                     break
+            check_token_ids(ids, vocab, what="evaluation")
             ids = ids.to(device)
             logits = model(input_ids=ids, use_cache=False).logits.float()
             loss = nn.functional.cross_entropy(

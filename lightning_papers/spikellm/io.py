@@ -274,7 +274,13 @@ def load_quantized(
     config = SpikeLLMConfig.from_dict(meta["config"])
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
-        tensors.update(load_file(str(file)))
+        try:
+            tensors.update(load_file(str(file)))
+        except Exception as err:  # safetensors' own error type: a truncated or overwritten tensor file
+            raise ValueError(
+                f"{file} is not a readable safetensors file ({type(err).__name__}: {err}); the checkpoint is "
+                "truncated or corrupt: save it again with save_quantized"
+            ) from err
     for name, lmeta in meta["linears"].items():
         try:
             module = model.get_submodule(name)

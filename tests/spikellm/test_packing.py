@@ -133,3 +133,19 @@ def test_checkpoint_for_another_architecture_is_refused(tmp_path):
                                          num_attention_heads=4))  # fmt: skip
     with pytest.raises(ValueError, match="shape"):
         load_quantized(out, model=wider)
+
+
+def test_truncated_tensor_file_and_out_of_vocabulary_evaluation_are_named(tmp_path):
+    from lightning_papers.spikellm import perplexity
+
+    model = build("llama")
+    quantize(model, torch.randint(0, 256, (2, 16)), SpikeLLMConfig(nsamples=2, seqlen=16), progress=False)
+    out = save_quantized(model, tmp_path / "q")
+    first = sorted(out.glob("*.safetensors"))[0]
+    first.write_bytes(first.read_bytes()[:64])  # cut short after a crash or a bad copy
+    with pytest.raises(ValueError, match=rf"{first.name} is not a readable safetensors file.*truncated or corrupt"):
+        load_quantized(out)
+    tokens = torch.randint(0, 256, (64,))
+    tokens[37] = 300
+    with pytest.raises(ValueError, match=r"evaluation token id 300 at position \(2, 5\) .* vocabulary of size 256"):
+        perplexity(model, tokens, seqlen=16)

@@ -194,6 +194,8 @@ def prepare_data(
                         documents += int(end)
                         bar.update(nbytes)
             writer.close()
+            if not writer.files:
+                raise ValueError(f"the input files hold no text to tokenize: {[str(p) for p in paths]}")
             index = {
                 "format": FORMAT, "version": 1, "dtype": dtype.name, "tokenizer": info["name"],
                 "tokenizer_fingerprint": info["fingerprint"], "vocab_size": info["vocab_size"],

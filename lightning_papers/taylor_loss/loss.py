@@ -334,7 +334,10 @@ def load_preset(preset: str | Path) -> dict[str, Any]:
             )
     if not path.is_file():
         raise FileNotFoundError(f"preset file not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"preset {path} is not valid YAML ({err}); expected a mapping with a 'coefficients' list") from err
     if not isinstance(data, dict) or not data.get("coefficients"):
         raise ValueError(f"preset {path} has no non-empty 'coefficients' list")
     data.setdefault("other_coefficients", [])

@@ -69,6 +69,10 @@ def test_jsonl_and_a_local_hf_tokenizer(tmp_path):
     with pytest.raises(ValueError, match="not with the given tokenizer"):
         MixtureDataModule(token_shards={"b": str(tmp_path / "shards" / "b")}, tokenizer=str(tmp_path / "tok"),
                           seq_len=4, heldout_windows=1, stages=[{"weights": {"b": 1.0}}]).setup()
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match=r"hold no text to tokenize: \[.*empty\.txt'\]"):
+        prepare_data([str(tmp_path / "empty.txt")], str(tmp_path / "s3"), progress=False)
+    assert not (tmp_path / "s3").exists()  # nothing half-made is left behind
     with pytest.raises(ValueError, match="key 'text'"):
         (tmp_path / "bad.jsonl").write_text('{"body": "x"}\n')
         prepare_data([str(tmp_path / "bad.jsonl")], str(tmp_path / "s2"), progress=False)

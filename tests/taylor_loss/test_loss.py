@@ -184,6 +184,10 @@ def test_preset_from_yaml_path(tmp_path):
     )
     logits, y = _batch(4, 3)
     assert torch.allclose(crit(logits, y), taylor_loss(logits, y, [0.5, 0.25], [0.1]))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("coefficients: [0.5, 0.25\n")  # an unclosed list
+    with pytest.raises(ValueError, match=r"broken\.yaml is not valid YAML"):
+        TaylorLoss(preset=str(broken))
 
 
 @pytest.mark.parametrize(

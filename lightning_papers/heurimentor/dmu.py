@@ -99,6 +99,11 @@ class EXP3Policy:
         return {"sources": list(self.sources), "rewards": dict(self.rewards), "t": self.t, "weights": dict(self.weights)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if sorted(state["sources"]) != sorted(self.sources):
+            raise ValueError(
+                f"cannot resume the mixture policy: the checkpoint's sources {sorted(state['sources'])} differ from "
+                f"this run's {sorted(self.sources)}"
+            )
         self.sources = list(state["sources"])
         self.rewards, self.t, self.weights = dict(state["rewards"]), int(state["t"]), dict(state["weights"])
 

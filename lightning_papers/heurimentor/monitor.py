@@ -513,6 +513,13 @@ class TrainingStateMonitor(L.Callback):
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        required = ("detectors", "tokens", "consecutive", "source_loss_ema", "source_names", "history",
+                    "heldout_history", "weights_history", "rollbacks", "trajectory_dist")
+        missing = [k for k in required if k not in state_dict]
+        if missing:
+            raise ValueError(
+                f"not a TrainingStateMonitor state (missing {missing}; got keys {sorted(state_dict)[:8]})"
+            )
         for d in self.detectors:
             if d.name in state_dict["detectors"]:
                 d.load_state_dict(state_dict["detectors"][d.name])

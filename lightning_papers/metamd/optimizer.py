@@ -359,11 +359,21 @@ class MetaMirrorDescent(StaticStepMixin, Optimizer):
         }
         return sd
 
+    def _check_state_shapes(self, state_dict: dict[str, Any]) -> None:
+        params = [p for g in self.param_groups for p in g["params"]]
+        bad = _state_shape_mismatches(params, state_dict)
+        if bad:
+            raise ValueError(
+                "load_state_dict: the saved optimizer state does not fit these parameters (another model, or the "
+                f"parameters in another order): {'; '.join(bad[:3])}" + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
+            )
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict written by :meth:`state_dict` (the map travels inside).
 
         Raises:
-            ValueError: the dict comes from another optimizer class (e.g. ``torch.optim.Adam``'s).
+            ValueError: the dict comes from another optimizer class (e.g. ``torch.optim.Adam``'s), or its
+                per-parameter state does not fit these parameters' shapes.
         """
         state_dict = dict(state_dict)
         saved_map = state_dict.pop(_STATE_KEY, None)
@@ -385,12 +395,24 @@ class MetaMirrorDescent(StaticStepMixin, Optimizer):
             )
         m.load_state_dict(saved_map["state"])
         m.validate()
+        self._check_state_shapes(state_dict)
         super().load_state_dict(state_dict)
         self.mirror_map = m
         self._coef_cache.clear()
         # the loaded dual iterates belong to the parameters restored with them (as Adam's moments do)
         self._trust_loaded_dual = True
         self._assign_slots()
+
+
+def _state_shape_mismatches(params: list[Tensor], state_dict: dict[str, Any]) -> list[str]:
+    """Per-parameter state tensors whose shape differs from the parameter they would be restored to."""
+    saved_ids = [i for g in state_dict.get("param_groups", []) for i in g["params"]]
+    bad = []
+    for index, (saved_id, p) in enumerate(zip(saved_ids, params)):
+        for key, value in state_dict.get("state", {}).get(saved_id, {}).items():
+            if isinstance(value, Tensor) and value.dim() > 0 and tuple(value.shape) != tuple(p.shape):
+                bad.append(f"parameter {index}: {key} {tuple(value.shape)} vs parameter {tuple(p.shape)}")
+    return bad
 
 
 def _check_dense(p: Tensor) -> None:

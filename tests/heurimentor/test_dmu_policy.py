@@ -78,3 +78,10 @@ def test_spike_penalty_downweights_the_culprit_then_recovers():
     for i in range(5):
         dmu._on_step(StepEvent(step=6 + i, tokens=0))
     assert dmu.penalties == {} and sampler.weights == pytest.approx({"a": 0.5, "b": 0.5})
+
+
+def test_exp3_refuses_a_state_for_other_sources():
+    pol = EXP3Policy(["web", "code"], floor=0.1)
+    pol.update({"web": 1.0, "code": 2.0})
+    with pytest.raises(ValueError, match=r"checkpoint's sources \['code', 'web'\] differ from this run's \['code', 'qa'\]"):
+        EXP3Policy(["code", "qa"], floor=0.1).load_state_dict(pol.state_dict())

@@ -183,3 +183,10 @@ def test_detector_state_round_trip_is_whole_and_continues_identically(make):
     assert _same_state(resumed.state_dict(), state)
     assert feed(resumed, values[140:]) == feed(live, values[140:])  # same decisions and references, spikes included
     assert _same_state(resumed.state_dict(), live.state_dict())
+
+
+def test_monitor_refuses_a_state_that_is_not_its_own():
+    from lightning_papers.heurimentor import TrainingStateMonitor
+
+    with pytest.raises(ValueError, match=r"not a TrainingStateMonitor state \(missing \['detectors'"):
+        TrainingStateMonitor().load_state_dict({"foo": 1})

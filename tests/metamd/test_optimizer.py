@@ -216,3 +216,18 @@ def test_all_solver_paths_give_the_mirror_step(variant, monkeypatch):
             s = 0 if p.dim() >= 2 else 1
             expect = m64.h_inverse(m64.h(p0.double(), s) - 5.0 * g.double(), s)
             assert torch.allclose(p.double(), expect, atol=2e-5)
+
+
+@pytest.mark.parametrize("preset", ["adaptive_mix", "digits_mlp"])
+def test_state_of_other_parameter_shapes_is_refused_before_anything_changes(preset):
+    gen = torch.Generator().manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(3, 2, generator=gen))
+    saved = MetaMirrorDescent([a], lr=0.1, mirror_map=preset)
+    a.grad = torch.ones(3, 2)
+    saved.step()
+    b = torch.nn.Parameter(torch.randn(5, generator=gen))
+    target = MetaMirrorDescent([b], lr=0.1, mirror_map=preset)
+    before = target.state_dict()
+    with pytest.raises(ValueError, match=r"does not fit these parameters.*parameter 0: \w+ \(3, 2\) vs parameter \(5,\)"):
+        target.load_state_dict(saved.state_dict())
+    assert target.state_dict()["state"] == before["state"]  # refused before anything was loaded

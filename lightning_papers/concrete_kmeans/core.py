@@ -326,7 +326,7 @@ class ConcreteKMeans(nn.Module):
     """k-means as a differentiable layer: centroids are an ``nn.Parameter``, assignments Concrete samples.
 
     Args:
-        n_clusters: number of clusters ``K`` (>= 1).
+        n_clusters: number of clusters ``K`` (>= 2: one cluster is no partition).
         dim: feature dimension ``D``.
         centroids: optional initial ``(K, D)`` centroids (tensor or array). Otherwise call
             :meth:`init_centroids` on features (k-means++ + Lloyd) before training.
@@ -356,8 +356,8 @@ class ConcreteKMeans(nn.Module):
         normalize: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
-            raise ValueError(f"n_clusters must be an integer >= 1, got {n_clusters!r}")
+        if not isinstance(n_clusters, (int, np.integer)) or n_clusters < 2:
+            raise ValueError(f"n_clusters must be an integer >= 2, got {n_clusters!r}")
         if not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
         if objective not in ("quantization", "distortion"):

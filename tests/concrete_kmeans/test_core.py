@@ -148,6 +148,7 @@ def test_temperature_schedules():
         (lambda: concrete_kmeans_loss(torch.randn(4), torch.randn(2, 4)), r"z must have shape \(N, D\)"),
         (lambda: concrete_kmeans_loss(torch.randn(4, 3), torch.randn(2, 3), objective="x"), "objective"),
         (lambda: ConcreteKMeans(0, 3), "n_clusters"),
+        (lambda: ConcreteKMeans(1, 3), r"n_clusters must be an integer >= 2, got 1"),
         (lambda: ConcreteKMeans(2, 3)(torch.randn(4, 5)), r"\(N, 3\)"),
         (lambda: ConcreteKMeans(2, 3, centroids=np.zeros((3, 3))), r"\(2, 3\)"),
         (lambda: ConcreteKMeans(5, 2).init_centroids(torch.randn(3, 2)), "at least n_clusters=5"),

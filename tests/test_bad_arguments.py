@@ -8,7 +8,7 @@ import pytest
 
 from lightning_papers.data.mnist1d import make_mnist1d
 from lightning_papers.heurimentor import MixtureDataModule, RollingMeanSpikeDetector, ZScoreSpikeDetector
-from lightning_papers.metamd import LeastSquaresSampler
+from lightning_papers.metamd import LeastSquaresSampler, meta_train
 from lightning_papers.spikellm import gif_levels
 from lightning_papers.taylor_loss import LossSearch, SyntheticDataModule
 from lightning_papers.validation import check_each
@@ -26,6 +26,7 @@ CASES = [
     (lambda: LossSearch(other_degree=-1), "other_degree must be >= 0, got -1"),
     (lambda: SyntheticDataModule(n_features=1), "n_features must be >= 2, got 1"),
     (lambda: gif_levels(bits=4, extra_bits=-1), "extra_bits must be >= 0, got -1"),
+    (lambda: meta_train(LeastSquaresSampler(), max_warm_start=-2, progress=False), "max_warm_start must be >= 0, got -2"),
 ]
 
 

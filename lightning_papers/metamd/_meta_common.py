@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["draw_tasks", "meta_update", "progress_bar"]
+from lightning_papers.files import atomic_write
+
+__all__ = ["draw_tasks", "meta_update", "progress_bar", "save_checkpoint"]
 
 
 def draw_tasks(seed: int, step: int, pool: int, n: int, max_warm: int) -> tuple[list[int], list[int]]:
@@ -35,3 +39,9 @@ def progress_bar(progress: bool, total: int, start: int, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True)
+
+
+def save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
+    """Write a meta-training checkpoint atomically (a crash mid-write leaves the previous one)."""
+    with atomic_write(path, "wb", encoding=None) as handle:
+        torch.save(blob, handle)

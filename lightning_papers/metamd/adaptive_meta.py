@@ -29,8 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lightning_papers.files import atomic_write
-from lightning_papers.metamd._meta_common import draw_tasks, meta_update, progress_bar
+from lightning_papers.metamd._meta_common import draw_tasks, meta_update, progress_bar, save_checkpoint
 from lightning_papers.metamd.adaptive import AdaptiveMirrorMap, tensor_roles
 from lightning_papers.metamd.adaptive_step import functional_adaptive_step
 from lightning_papers.metamd.tasks import FunctionalTask, TaskSampler
@@ -258,7 +257,6 @@ def meta_train_adaptive(
             bar.update(1)
             bar.set_postfix(logB=f"{rec['objective']:.3f}", best_val=f"{best_score:.3f}")
         if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == meta_steps):
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
             blob = {
                 "map": mirror_map.state_dict(),
                 "meta_opt": meta_opt.state_dict(),
@@ -268,8 +266,7 @@ def meta_train_adaptive(
                 "best_score": best_score,
                 "best_step": best_step,
             }
-            with atomic_write(ckpt, "wb", encoding=None) as handle:
-                torch.save(blob, handle)
+            save_checkpoint(ckpt, blob)
     if bar is not None:
         bar.close()
     if val:

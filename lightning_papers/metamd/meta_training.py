@@ -27,8 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lightning_papers.files import atomic_write
-from lightning_papers.metamd._meta_common import draw_tasks, meta_update, progress_bar
+from lightning_papers.metamd._meta_common import draw_tasks, meta_update, progress_bar, save_checkpoint
 from lightning_papers.metamd.adaptive import AdaptiveMirrorMap
 from lightning_papers.metamd.adaptive_meta import meta_train_adaptive
 from lightning_papers.metamd.mirror_map import MirrorMap
@@ -242,22 +241,23 @@ def meta_train(
         objective is None
     ):  # chosen on validation tasks for the adaptive family; the paper's for the static one
         objective = "loss" if isinstance(mirror_map, AdaptiveMirrorMap) else "regret_bound"
+    counts = {
+        "meta_steps": meta_steps,
+        "tasks_per_step": tasks_per_step,
+        "unroll_steps": unroll_steps,
+        "task_pool": task_pool,
+        "checkpoint_every": checkpoint_every,
+    }
     if isinstance(mirror_map, AdaptiveMirrorMap):
-        for name, val in {
-            "meta_steps": meta_steps,
-            "tasks_per_step": tasks_per_step,
-            "unroll_steps": unroll_steps,
-            "task_pool": task_pool,
-            "checkpoint_every": checkpoint_every,
-            "val_every": val_every,
-            "val_steps": val_steps,
-        }.items():
-            if not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        counts.update(val_every=val_every, val_steps=val_steps)  # only the adaptive loop validates
+    for name, val in counts.items():
+        if not isinstance(val, int) or val < 1:
+            raise ValueError(f"{name} must be a positive int, got {val!r}")
+    if isinstance(mirror_map, AdaptiveMirrorMap):
         check_each((meta_lr > 0, f"meta_lr must be > 0, got {meta_lr!r}"),
                    (lr is None or lr > 0, f"lr must be > 0 (or None for each task's own), got {lr!r}"))
-        if max_warm_start < 0 or reference_steps < 0 or val_tasks < 0:
-            raise ValueError("max_warm_start, reference_steps and val_tasks must be >= 0")
+        check_each(*((value >= 0, f"{name} must be >= 0, got {value!r}") for name, value in
+                     (("max_warm_start", max_warm_start), ("reference_steps", reference_steps), ("val_tasks", val_tasks))))
         mirror_map.validate()
         res = meta_train_adaptive(
             task_sampler,
@@ -285,15 +285,6 @@ def meta_train(
         res.output = mirror_map.save(output) if output is not None else None
         return res
     lr = 1.0 if lr is None else lr
-    for name, val in {
-        "meta_steps": meta_steps,
-        "tasks_per_step": tasks_per_step,
-        "unroll_steps": unroll_steps,
-        "task_pool": task_pool,
-        "checkpoint_every": checkpoint_every,
-    }.items():
-        if not isinstance(val, int) or val < 1:
-            raise ValueError(f"{name} must be a positive int, got {val!r}")
     for name, val in {"lr": lr, "meta_lr": meta_lr, "reference_lr": reference_lr}.items():
         if not val > 0:
             raise ValueError(f"{name} must be > 0, got {val!r}")
@@ -353,17 +344,10 @@ def meta_train(
             bar.update(1)
             bar.set_postfix(logB=f"{rec['objective']:.3f}", loss=f"{rec['final_loss']:.3f}")
         if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == meta_steps):
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(ckpt, "wb", encoding=None) as handle:
-                torch.save(
-                    {
-                        "map": mirror_map.state_dict(),
-                        "meta_opt": meta_opt.state_dict(),
-                        "history": history,
-                        "step": step + 1,
-                    },
-                    handle,
-                )
+            save_checkpoint(
+                ckpt,
+                {"map": mirror_map.state_dict(), "meta_opt": meta_opt.state_dict(), "history": history, "step": step + 1},
+            )
     if bar is not None:
         bar.close()
     mirror_map.validate()
